@@ -1,0 +1,343 @@
+"""Hugging Face T5 checkpoints <-> t5prompt's param tree (T5X names).
+
+Reads `config.json` plus `model.safetensors`, sharded safetensors (`model.safetensors.index.json`)
+or `pytorch_model.bin`, from a local directory or a hub id, and writes our params back to a
+directory that transformers' `T5ForConditionalGeneration.from_pretrained` loads.
+
+Two config dialects exist. Checkpoints saved by transformers 4.x (all of the hub's) say
+`tie_word_embeddings: false` for v1.1 and have a separate `lm_head.weight`; transformers 5 always
+writes `tie_word_embeddings: true` and marks v1.1's unscaled output with
+`scale_decoder_outputs: false`. So: scaling comes from `scale_decoder_outputs` when present, else
+from `tie_word_embeddings`; the head is untied exactly when the checkpoint holds an
+`lm_head.weight` that differs from `shared.weight` (transformers 5's own rule).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from t5prompt.models.sizes import T5Config
+
+Params = dict[str, Any]
+
+_ATTENTION = {'q': 'query', 'k': 'key', 'v': 'value', 'o': 'out'}
+_WEIGHT_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin')
+
+
+class CheckpointError(ValueError):
+  """A checkpoint directory that cannot be read as a T5 checkpoint."""
+
+
+# ----------------------------------------------------------------------------- config
+def config_from_hf(hf_config: Mapping[str, Any], state: Mapping[str, np.ndarray],
+                   **overrides) -> T5Config:
+  """Our T5Config from an HF config.json dict and the checkpoint's tensors."""
+  feed_forward_proj = hf_config.get('feed_forward_proj', 'relu')
+  if feed_forward_proj not in ('relu', 'gated-gelu'):
+    raise CheckpointError(
+        f"feed_forward_proj {feed_forward_proj!r} is not supported (T5 v1.0 uses 'relu', "
+        "v1.1 and LM-adapted 'gated-gelu').")
+  if 'scale_decoder_outputs' in hf_config:
+    scale = bool(hf_config['scale_decoder_outputs'])
+  else:
+    scale = hf_config.get('tie_word_embeddings', True) is not False
+  tied = not ('lm_head.weight' in state and
+              not np.array_equal(state['lm_head.weight'], state['shared.weight']))
+  num_layers = hf_config.get('num_layers', 6)
+  return T5Config(
+      vocab_size=hf_config.get('vocab_size', 32128),
+      d_model=hf_config.get('d_model', 512),
+      d_kv=hf_config.get('d_kv', 64),
+      d_ff=hf_config.get('d_ff', 2048),
+      num_heads=hf_config.get('num_heads', 8),
+      num_encoder_layers=num_layers,
+      num_decoder_layers=hf_config.get('num_decoder_layers') or num_layers,
+      relative_attention_num_buckets=hf_config.get('relative_attention_num_buckets', 32),
+      relative_attention_max_distance=hf_config.get('relative_attention_max_distance', 128),
+      dropout_rate=hf_config.get('dropout_rate', 0.1),
+      layer_norm_epsilon=hf_config.get('layer_norm_epsilon', 1e-6),
+      feed_forward_proj=feed_forward_proj,
+      tie_word_embeddings=tied,
+      scale_decoder_outputs=scale,
+  ).replace(**overrides)
+
+
+def config_to_hf(config: T5Config) -> dict[str, Any]:
+  """An HF config.json dict that transformers 4.x and 5.x both read as this architecture."""
+  return {
+      'architectures': ['T5ForConditionalGeneration'],
+      'model_type': 't5',
+      'vocab_size': config.vocab_size,
+      'd_model': config.d_model,
+      'd_kv': config.d_kv,
+      'd_ff': config.d_ff,
+      'num_heads': config.num_heads,
+      'num_layers': config.num_encoder_layers,
+      'num_decoder_layers': config.num_decoder_layers,
+      'relative_attention_num_buckets': config.relative_attention_num_buckets,
+      'relative_attention_max_distance': config.relative_attention_max_distance,
+      'dropout_rate': config.dropout_rate,
+      'layer_norm_epsilon': config.layer_norm_epsilon,
+      'feed_forward_proj': config.feed_forward_proj,
+      'tie_word_embeddings': config.tie_word_embeddings,
+      'scale_decoder_outputs': config.scale_decoder_outputs,
+      'is_encoder_decoder': True,
+      'pad_token_id': 0,
+      'eos_token_id': 1,
+      'decoder_start_token_id': 0,
+  }
+
+
+# ----------------------------------------------------------------------------- tensors
+def _attention_from_hf(state, prefix: str, config: T5Config) -> Params:
+  h, k, d = config.num_heads, config.d_kv, config.d_model
+  out = {}
+  for hf_name, name in _ATTENTION.items():
+    weight = state[f'{prefix}.{hf_name}.weight']  # torch Linear: [out, in]
+    if hf_name == 'o':
+      out[name] = {'kernel': weight.T.reshape(h, k, d)}
+    else:
+      out[name] = {'kernel': weight.T.reshape(d, h, k)}
+  return out
+
+
+def _mlp_from_hf(state, prefix: str, config: T5Config) -> Params:
+  names = ('wi_0', 'wi_1', 'wo') if config.is_gated else ('wi', 'wo')
+  return {name: {'kernel': state[f'{prefix}.{name}.weight'].T} for name in names}
+
+
+def _scale(state, name: str) -> Params:
+  return {'scale': state[name]}
+
+
+def params_from_hf_state(state: Mapping[str, np.ndarray], config: T5Config) -> Params:
+  """HF state dict (numpy) -> our unscanned param tree (float32)."""
+  state = {name: np.asarray(value, np.float32) for name, value in state.items()}
+  encoder = {
+      'relpos_bias': {'rel_embedding':
+                      state['encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight'].T},
+      'encoder_norm': _scale(state, 'encoder.final_layer_norm.weight'),
+  }
+  for i in range(config.num_encoder_layers):
+    block = f'encoder.block.{i}'
+    encoder[f'layers_{i}'] = {
+        'pre_attention_layer_norm': _scale(state, f'{block}.layer.0.layer_norm.weight'),
+        'attention': _attention_from_hf(state, f'{block}.layer.0.SelfAttention', config),
+        'pre_mlp_layer_norm': _scale(state, f'{block}.layer.1.layer_norm.weight'),
+        'mlp': _mlp_from_hf(state, f'{block}.layer.1.DenseReluDense', config),
+    }
+  decoder = {
+      'relpos_bias': {'rel_embedding':
+                      state['decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight'].T},
+      'decoder_norm': _scale(state, 'decoder.final_layer_norm.weight'),
+  }
+  for i in range(config.num_decoder_layers):
+    block = f'decoder.block.{i}'
+    decoder[f'layers_{i}'] = {
+        'pre_self_attention_layer_norm': _scale(state, f'{block}.layer.0.layer_norm.weight'),
+        'self_attention': _attention_from_hf(state, f'{block}.layer.0.SelfAttention', config),
+        'pre_cross_attention_layer_norm': _scale(state, f'{block}.layer.1.layer_norm.weight'),
+        'encoder_decoder_attention':
+            _attention_from_hf(state, f'{block}.layer.1.EncDecAttention', config),
+        'pre_mlp_layer_norm': _scale(state, f'{block}.layer.2.layer_norm.weight'),
+        'mlp': _mlp_from_hf(state, f'{block}.layer.2.DenseReluDense', config),
+    }
+  if not config.tie_word_embeddings:
+    decoder['logits_dense'] = {'kernel': state['lm_head.weight'].T}
+  return {'token_embedder': {'embedding': state['shared.weight']},
+          'encoder': encoder, 'decoder': decoder}
+
+
+def _attention_to_hf(params: Params, prefix: str, config: T5Config) -> dict[str, np.ndarray]:
+  inner = config.num_heads * config.d_kv
+  out = {}
+  for hf_name, name in _ATTENTION.items():
+    kernel = np.asarray(params[name]['kernel'])
+    flat = kernel.reshape(inner, -1) if hf_name == 'o' else kernel.reshape(-1, inner)
+    out[f'{prefix}.{hf_name}.weight'] = flat.T
+  return out
+
+
+def params_to_hf_state(params: Params, config: T5Config) -> dict[str, np.ndarray]:
+  """Our unscanned param tree -> an HF state dict (float32, contiguous numpy)."""
+  state = {'shared.weight': params['token_embedder']['embedding']}
+  for stack, num_layers in (('encoder', config.num_encoder_layers),
+                            ('decoder', config.num_decoder_layers)):
+    tree = params[stack]
+    state[f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'] = (
+        np.asarray(tree['relpos_bias']['rel_embedding']).T)
+    norm = 'encoder_norm' if stack == 'encoder' else 'decoder_norm'
+    state[f'{stack}.final_layer_norm.weight'] = tree[norm]['scale']
+    for i in range(num_layers):
+      layer, block = tree[f'layers_{i}'], f'{stack}.block.{i}'
+      if stack == 'encoder':
+        sublayers = [('pre_attention_layer_norm', 'attention', 'SelfAttention')]
+      else:
+        sublayers = [('pre_self_attention_layer_norm', 'self_attention', 'SelfAttention'),
+                     ('pre_cross_attention_layer_norm', 'encoder_decoder_attention',
+                      'EncDecAttention')]
+      for index, (norm_name, attention_name, hf_name) in enumerate(sublayers):
+        state[f'{block}.layer.{index}.layer_norm.weight'] = layer[norm_name]['scale']
+        state.update(_attention_to_hf(layer[attention_name], f'{block}.layer.{index}.{hf_name}',
+                                      config))
+      mlp_index = len(sublayers)
+      state[f'{block}.layer.{mlp_index}.layer_norm.weight'] = layer['pre_mlp_layer_norm']['scale']
+      for name, value in layer['mlp'].items():
+        state[f'{block}.layer.{mlp_index}.DenseReluDense.{name}.weight'] = np.asarray(
+            value['kernel']).T
+  if not config.tie_word_embeddings:
+    state['lm_head.weight'] = np.asarray(params['decoder']['logits_dense']['kernel']).T
+  return {name: np.ascontiguousarray(value, np.float32) for name, value in state.items()}
+
+
+# ----------------------------------------------------------------------------- layouts
+def stack_layers(params: Params, config: T5Config) -> Params:
+  """Unscanned (`layers_0`, `layers_1`, ...) -> scanned (`layers` with a leading axis)."""
+  out = {**params}
+  for stack, num_layers in (('encoder', config.num_encoder_layers),
+                            ('decoder', config.num_decoder_layers)):
+    tree = dict(params[stack])
+    layers = [tree.pop(f'layers_{i}') for i in range(num_layers)]
+    tree['layers'] = _tree_map(lambda *xs: np.stack(xs), *layers)
+    out[stack] = tree
+  return out
+
+
+def unstack_layers(params: Params, config: T5Config) -> Params:
+  """Scanned -> unscanned; the inverse of `stack_layers`."""
+  out = {**params}
+  for stack, num_layers in (('encoder', config.num_encoder_layers),
+                            ('decoder', config.num_decoder_layers)):
+    tree = dict(params[stack])
+    stacked = tree.pop('layers')
+    for i in range(num_layers):
+      tree[f'layers_{i}'] = _tree_map(lambda x, i=i: np.asarray(x[i]), stacked)
+    out[stack] = tree
+  return out
+
+
+def _tree_map(fn, *trees):
+  if isinstance(trees[0], Mapping):
+    return {key: _tree_map(fn, *(tree[key] for tree in trees)) for key in trees[0]}
+  return fn(*trees)
+
+
+# ----------------------------------------------------------------------------- files
+def _resolve_directory(path_or_hub_id: str) -> Path:
+  """A local directory as is; otherwise a hub id fetched into the HF cache."""
+  path = Path(path_or_hub_id).expanduser()
+  if path.is_dir():
+    return path
+  if path.exists() or path_or_hub_id.startswith(('.', '/', '~')) or path_or_hub_id.count('/') > 1:
+    raise CheckpointError(f'{path_or_hub_id} is not a directory holding a T5 checkpoint.')
+  import huggingface_hub  # pylint: disable=import-outside-toplevel
+  try:
+    return Path(huggingface_hub.snapshot_download(
+        path_or_hub_id, allow_patterns=['config.json', '*.safetensors', '*.safetensors.index.json',
+                                        'pytorch_model.bin']))
+  except Exception as error:  # the hub client raises many types; all mean "not fetched"
+    raise CheckpointError(
+        f'{path_or_hub_id!r} is not a local directory, and fetching it from the Hugging Face hub '
+        f'failed ({type(error).__name__}: {error}). Pass a directory with config.json and '
+        f'{" or ".join(_WEIGHT_FILES)}, or go online (HF_HUB_OFFLINE unset).') from error
+
+
+def read_state(directory: Path) -> dict[str, np.ndarray]:
+  """All tensors of the checkpoint in `directory`, as float32 numpy arrays."""
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  if (directory / 'model.safetensors').exists():
+    return load_file(directory / 'model.safetensors')
+  index_file = directory / 'model.safetensors.index.json'
+  if index_file.exists():
+    shards = sorted(set(json.loads(index_file.read_text())['weight_map'].values()))
+    state = {}
+    for shard in shards:
+      state.update(load_file(directory / shard))
+    return state
+  if (directory / 'pytorch_model.bin').exists():
+    import torch  # pylint: disable=import-outside-toplevel
+    state = torch.load(directory / 'pytorch_model.bin', map_location='cpu', weights_only=True)
+    return {name: tensor.float().numpy() for name, tensor in state.items()}
+  present = sorted(p.name for p in directory.iterdir())[:20]
+  raise CheckpointError(
+      f'No T5 weights in {directory}: expected one of {", ".join(_WEIGHT_FILES)}; found '
+      f'{present or "an empty directory"}.')
+
+
+def _check_shapes(params: Params, config: T5Config, directory: Path):
+  """Every tensor has the shape its config implies; names the first that does not."""
+  import jax  # pylint: disable=import-outside-toplevel
+  expected = _expected_shapes(config.replace(scan_layers=False))
+  got = jax.tree_util.tree_flatten_with_path(params)[0]
+  want = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+  for path, value in got:
+    if tuple(value.shape) != tuple(want[path].shape):
+      name = '/'.join(str(getattr(key, 'key', key)) for key in path)
+      raise CheckpointError(
+          f'{directory}: tensor for {name} has shape {tuple(value.shape)}, but config.json '
+          f'(d_model={config.d_model}, num_heads={config.num_heads}, d_kv={config.d_kv}, '
+          f'd_ff={config.d_ff}, vocab_size={config.vocab_size}) implies {tuple(want[path].shape)}. '
+          'The weights and config.json come from different models.')
+
+
+def _expected_shapes(config: T5Config) -> Params:
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from t5prompt.models.t5 import T5  # pylint: disable=import-outside-toplevel
+  tokens = jnp.ones((1, 1), jnp.int32)
+  shapes = jax.eval_shape(lambda: T5(config).init(jax.random.key(0), tokens, tokens))
+  return nn.unbox(shapes['params'])
+
+
+def load_hf(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Params]:
+  """Reads a Hugging Face T5 checkpoint into `(config, params)` in our tree.
+
+  `config_overrides` set fields of our config that HF does not have (dtype, scan_layers,
+  remat_policy). Params are float32 numpy arrays, stacked when `scan_layers` (the default).
+  """
+  directory = _resolve_directory(str(path_or_hub_id))
+  config_file = directory / 'config.json'
+  if not config_file.exists():
+    raise CheckpointError(
+        f'No config.json in {directory}: a Hugging Face T5 checkpoint directory holds '
+        f'config.json and one of {", ".join(_WEIGHT_FILES)}.')
+  hf_config = json.loads(config_file.read_text())
+  if hf_config.get('model_type', 't5') != 't5':
+    raise CheckpointError(f'{config_file} describes a {hf_config["model_type"]!r} model, not T5.')
+  state = read_state(directory)
+  config = config_from_hf(hf_config, state, **config_overrides)
+  try:
+    params = params_from_hf_state(state, config)
+  except KeyError as error:
+    raise CheckpointError(
+        f'{directory}: tensor {error.args[0]} is missing; config.json describes a '
+        f'{config.num_encoder_layers}+{config.num_decoder_layers}-layer '
+        f'{config.feed_forward_proj} T5.') from error
+  _check_shapes(params, config, directory)
+  if config.scan_layers:
+    params = stack_layers(params, config)
+  return config, params
+
+
+def save_hf(directory: str | os.PathLike, config: T5Config, params: Params) -> Path:
+  """Writes `config.json` + `model.safetensors` that transformers loads as the same model."""
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  params = jax_to_numpy(params)
+  if 'layers' in params['encoder']:
+    params = unstack_layers(params, config)
+  state = params_to_hf_state(params, config)
+  tmp = directory / 'model.safetensors.tmp'
+  save_file(state, tmp, metadata={'format': 'pt'})
+  os.replace(tmp, directory / 'model.safetensors')
+  (directory / 'config.json').write_text(json.dumps(config_to_hf(config), indent=2) + '\n')
+  return directory
+
+
+def jax_to_numpy(params: Params) -> Params:
+  return _tree_map(np.asarray, params)
