@@ -341,3 +341,74 @@ def save_hf(directory: str | os.PathLike, config: T5Config, params: Params) -> P
 
 def jax_to_numpy(params: Params) -> Params:
   return _tree_map(np.asarray, params)
+
+
+# ----------------------------------------------------------------------------- our format
+T5PROMPT_CONFIG = 't5prompt_config.json'
+T5PROMPT_PARAMS = 'params.safetensors'
+
+
+def params_hash(params: Params) -> str:
+  """sha256 over every leaf's path, shape, dtype and bytes: the backbone's identity."""
+  import hashlib  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  for name, value in sorted(_flatten(params).items()):
+    value = np.ascontiguousarray(value)
+    digest.update(f'{name}:{value.shape}:{value.dtype}'.encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
+def _flatten(tree: Params, prefix: str = '') -> dict[str, np.ndarray]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      out.update(_flatten(value, f'{prefix}{key}/'))
+    else:
+      out[f'{prefix}{key}'] = np.asarray(value)
+  return out
+
+
+def _unflatten(flat: Mapping[str, np.ndarray]) -> Params:
+  tree: Params = {}
+  for name, value in flat.items():
+    *parents, leaf = name.split('/')
+    node = tree
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node[leaf] = value
+  return tree
+
+
+def save_t5prompt(directory: str | os.PathLike, config: T5Config, params: Params) -> str:
+  """Writes params (T5X names, unscanned) + config; returns the content hash."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  params = jax_to_numpy(params)
+  if 'layers' in params['encoder']:
+    params = unstack_layers(params, config)
+  digest = params_hash(params)
+  tmp = directory / (T5PROMPT_PARAMS + '.tmp')
+  save_file({k: np.ascontiguousarray(v) for k, v in _flatten(params).items()}, tmp,
+            metadata={'params_hash': digest})
+  os.replace(tmp, directory / T5PROMPT_PARAMS)
+  record = {'config': dataclasses.asdict(config), 'params_hash': digest}
+  (directory / T5PROMPT_CONFIG).write_text(json.dumps(record, indent=2) + '\n')
+  return digest
+
+
+def load_backbone(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Params]:
+  """A t5prompt directory (from `save_t5prompt`) or anything `load_hf` reads."""
+  directory = Path(str(path_or_hub_id)).expanduser()
+  if not (directory / T5PROMPT_CONFIG).exists():
+    return load_hf(path_or_hub_id, **config_overrides)
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  record = json.loads((directory / T5PROMPT_CONFIG).read_text())
+  config = T5Config(**record['config']).replace(**config_overrides)
+  params = _unflatten(load_file(directory / T5PROMPT_PARAMS))
+  _check_shapes(params, config, directory)
+  if config.scan_layers:
+    params = stack_layers(params, config)
+  return config, params

@@ -1,0 +1,1 @@
+"""Data: the T5 vocabulary, and (later) seqio tasks, sources and preprocessors."""
