@@ -1,0 +1,73 @@
+"""Shared fixtures: random transformers T5 models saved as real checkpoint directories."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get('T5PROMPT_DATA_DIR', REPO.parent / 'shared' / 'data'))
+
+
+def make_hf_t5(*, seed: int = 0, untied_head: bool = False, init_std: float | None = None,
+               **config_kwargs):
+  """A random `T5ForConditionalGeneration` (eval mode) built from HF config kwargs.
+
+  `untied_head` gives it a separate random LM head, as v1.1 checkpoints have; `init_std`
+  re-draws every weight from N(0, init_std) so greedy outputs vary (HF's init is near-uniform).
+  """
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(seed)
+  config = transformers.T5Config(decoder_start_token_id=0, **config_kwargs)
+  model = transformers.T5ForConditionalGeneration(config).eval()
+  with torch.no_grad():
+    if init_std is not None:
+      for parameter in model.parameters():
+        parameter.normal_(0.0, init_std)
+    if untied_head:
+      model.lm_head.weight = torch.nn.Parameter(torch.randn(config.vocab_size, config.d_model))
+  return model
+
+
+def save_as_hub_v4(model, directory: Path, **save_kwargs) -> Path:
+  """Saves like the hub's checkpoints (transformers 4.x): v1.1 says tie_word_embeddings: false."""
+  model.save_pretrained(directory, **save_kwargs)
+  config_file = directory / 'config.json'
+  config = json.loads(config_file.read_text())
+  untied = not np.array_equal(model.lm_head.weight.detach().numpy(),
+                              model.shared.weight.detach().numpy())
+  config.pop('scale_decoder_outputs', None)
+  config['tie_word_embeddings'] = not untied
+  config_file.write_text(json.dumps(config))
+  return directory
+
+
+def random_batch(vocab_size: int, batch: int, input_length: int, target_length: int, seed: int = 0):
+  """Right-padded int32 token batches: encoder inputs and decoder inputs (start token 0)."""
+  rng = np.random.RandomState(seed)
+  inputs = rng.randint(2, vocab_size, (batch, input_length)).astype(np.int32)
+  decoder_inputs = rng.randint(2, vocab_size, (batch, target_length)).astype(np.int32)
+  decoder_inputs[:, 0] = 0
+  for row in range(1, batch):  # different amounts of padding per row
+    inputs[row, input_length - row * input_length // (batch + 1):] = 0
+  return inputs, decoder_inputs
+
+
+def hf_logits(model, inputs, decoder_inputs):
+  import torch  # pylint: disable=import-outside-toplevel
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(inputs, dtype=torch.long),
+                 attention_mask=torch.tensor(inputs > 0, dtype=torch.long),
+                 decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)).logits.numpy()
+
+
+@pytest.fixture(scope='session')
+def shared_data() -> Path:
+  if not SHARED_DATA.exists():
+    pytest.fail(f'shared data not found at {SHARED_DATA}; set T5PROMPT_DATA_DIR')
+  return SHARED_DATA
