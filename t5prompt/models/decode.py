@@ -31,14 +31,14 @@ def score_targets(model: T5, params, encoder_input_tokens, targets) -> jax.Array
 
 
 def _init_cache(model: T5, params, encoded, encoder_mask, max_decode_length: int):
-  """Zeroed KV cache for `max_decode_length` positions, from the shapes alone."""
+  """The KV cache before the first step: self-attention entries zero for `max_decode_length`
+  positions, cross-attention keys/values projected from the encoder output once."""
   batch = encoded.shape[0]
   dummy = jnp.zeros((batch, max_decode_length), jnp.int32)
-  shapes = jax.eval_shape(
-      lambda: model.apply({'params': params}, encoded, encoder_mask, dummy, decode=True,
-                          max_decode_length=max_decode_length, mutable=['cache'],
-                          method=T5.decode)[1]['cache'])
-  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  _, variables = model.apply({'params': params}, encoded, encoder_mask, dummy, decode=True,
+                             max_decode_length=max_decode_length, mutable=['cache'],
+                             method=T5.decode)
+  return variables['cache']
 
 
 def _step(model, params, cache, encoded, encoder_mask, tokens, max_decode_length):

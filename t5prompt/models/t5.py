@@ -110,11 +110,13 @@ class RelativePositionBias(nn.Module):
 class Attention(nn.Module):
   """Multi-head dot-product attention without logit scaling (folded into T5's init).
 
-  With `decode`, keys and values of past positions live in the 'cache' collection and each
-  call adds one position (self-attention only).
+  With `decode`, keys and values live in the 'cache' collection: self-attention adds one
+  position per call; cross-attention (`cross`) projects the encoder output once, when the
+  cache is created, and reuses it at every step.
   """
   config: T5Config
   decode: bool = False
+  cross: bool = False
   deterministic: bool = True
 
   @nn.compact
@@ -125,13 +127,19 @@ class Attention(nn.Module):
     projection = dict(features=(heads, d_kv), kernel_axes=('embed', 'heads', 'kv'),
                       contract_dims=1, dtype=config.compute_dtype)
     query = DenseGeneral(**projection, stddev=(d_model * d_kv) ** -0.5, name='query')(inputs_q)
-    key = DenseGeneral(**projection, stddev=d_model ** -0.5, name='key')(inputs_kv)
-    value = DenseGeneral(**projection, stddev=d_model ** -0.5, name='value')(inputs_kv)
     query = nn.with_logical_constraint(query, ('batch', 'length', 'heads', 'kv'))
-    key = nn.with_logical_constraint(key, ('batch', 'length', 'heads', 'kv'))
-    value = nn.with_logical_constraint(value, ('batch', 'length', 'heads', 'kv'))
 
-    if self.decode:
+    def project_kv():
+      key = DenseGeneral(**projection, stddev=d_model ** -0.5, name='key')(inputs_kv)
+      value = DenseGeneral(**projection, stddev=d_model ** -0.5, name='value')(inputs_kv)
+      return (nn.with_logical_constraint(key, ('batch', 'length', 'heads', 'kv')),
+              nn.with_logical_constraint(value, ('batch', 'length', 'heads', 'kv')))
+
+    if self.decode and self.cross:
+      key, value = self._cached_cross_kv(project_kv)
+    else:
+      key, value = project_kv()
+    if self.decode and not self.cross:
       key, value, bias = self._update_cache(key, value, bias)
 
     logits = jnp.einsum('bqhk,bthk->bhqt', query, key) + bias
@@ -142,6 +150,15 @@ class Attention(nn.Module):
     return DenseGeneral(features=(d_model,), kernel_axes=('heads', 'kv', 'embed'), contract_dims=2,
                         stddev=(heads * d_kv) ** -0.5, dtype=config.compute_dtype,
                         name='out')(mixed)
+
+  def _cached_cross_kv(self, project_kv):
+    """Encoder keys/values: projected when the cache is created, read back afterwards."""
+    if self.has_variable('cache', 'cached_key'):
+      return self.get_variable('cache', 'cached_key'), self.get_variable('cache', 'cached_value')
+    key, value = project_kv()
+    self.put_variable('cache', 'cached_key', key)
+    self.put_variable('cache', 'cached_value', value)
+    return key, value
 
   def _update_cache(self, key: Array, value: Array, bias: Array):
     """Writes this step's key/value at the cache index; returns the full cache and bias row.
@@ -223,7 +240,7 @@ class DecoderLayer(nn.Module):
                          name='self_attention')(normed, normed, self_bias)
     y = _residual(y, attended, config, deterministic)
     normed = RMSNorm(config, name='pre_cross_attention_layer_norm')(y)
-    attended = Attention(config, deterministic=deterministic,
+    attended = Attention(config, decode=self.decode, cross=True, deterministic=deterministic,
                          name='encoder_decoder_attention')(normed, encoded, cross_bias)
     y = _residual(y, attended, config, deterministic)
     normed = RMSNorm(config, name='pre_mlp_layer_norm')(y)

@@ -1,0 +1,115 @@
+"""Backbone speed, as ratios measured side by side in one run (these machines are noisy).
+
+  python benchmarks/bench_backbone.py [--size t5-v1_1-small] [--batch 8] [--input-length 128]
+
+1. forward: our jitted Flax T5 vs transformers' PyTorch T5, same random weights, batch, lengths;
+2. decode: greedy decoding with the KV cache vs rerunning the decoder at every step.
+Timings alternate between the two sides, repeat, and report medians. Results go to
+benchmarks/results/backbone.json (ignored by git).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import transformers
+
+from t5prompt.models import T5, decode, get_size, load_hf, save_hf
+
+import flax.linen as nn
+
+
+def _median_seconds(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _side_by_side(fn_a, fn_b, repeats, rounds=3):
+  """Alternates rounds of A and B so drift in machine load hits both; returns the medians."""
+  fn_a(), fn_b()  # warm-up (and compile)
+  a, b = [], []
+  for _ in range(rounds):
+    a.append(_median_seconds(fn_a, repeats))
+    b.append(_median_seconds(fn_b, repeats))
+  return statistics.median(a), statistics.median(b)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--size', default='t5-v1_1-small')
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--input-length', type=int, default=128)
+  parser.add_argument('--target-length', type=int, default=32)
+  parser.add_argument('--decode-length', type=int, default=32)
+  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--output', default='benchmarks/results/backbone.json')
+  args = parser.parse_args()
+
+  config = get_size(args.size)
+  tokens = jnp.ones((1, 4), jnp.int32)
+  params = nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens)['params'])
+  with tempfile.TemporaryDirectory() as directory:  # one set of weights for both sides
+    save_hf(directory, config, params)
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
+    config, params = load_hf(directory)
+  model = T5(config)
+
+  rng = np.random.RandomState(0)
+  inputs = rng.randint(2, 32000, (args.batch, args.input_length)).astype(np.int32)
+  decoder_inputs = rng.randint(2, 32000, (args.batch, args.target_length)).astype(np.int32)
+  forward = jax.jit(lambda p, x, y: model.apply({'params': p}, x, y))
+  jax_inputs, jax_decoder_inputs = jnp.asarray(inputs), jnp.asarray(decoder_inputs)
+  torch_inputs = torch.tensor(inputs, dtype=torch.long)
+  torch_decoder_inputs = torch.tensor(decoder_inputs, dtype=torch.long)
+
+  def run_ours():
+    forward(params, jax_inputs, jax_decoder_inputs).block_until_ready()
+
+  def run_torch():
+    with torch.inference_mode():
+      hf(input_ids=torch_inputs, decoder_input_ids=torch_decoder_inputs)
+
+  ours_s, torch_s = _side_by_side(run_ours, run_torch, args.repeats)
+  cached_s, uncached_s = _side_by_side(
+      lambda: decode.greedy_decode(model, params, jax_inputs, args.decode_length)
+      .block_until_ready(),
+      lambda: decode.greedy_decode_uncached(model, params, jax_inputs, args.decode_length)
+      .block_until_ready(),
+      args.repeats)
+
+  result = {
+      'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+                 f'{jax.devices()[0].platform}',
+      'size': args.size, 'batch': args.batch, 'input_length': args.input_length,
+      'target_length': args.target_length, 'decode_length': args.decode_length,
+      'forward_ours_s': ours_s, 'forward_torch_s': torch_s,
+      'forward_ours_over_torch': ours_s / torch_s,
+      'decode_cached_s': cached_s, 'decode_uncached_s': uncached_s,
+      'decode_cached_over_uncached': cached_s / uncached_s,
+  }
+  print(f'{args.size}, batch {args.batch}, input {args.input_length}, target {args.target_length},'
+        f' on {result["machine"]}')
+  print('| measure | t5prompt (JAX) | reference | ratio |\n|---|---|---|---|')
+  print(f'| forward, vs transformers PyTorch | {ours_s * 1e3:.1f} ms | {torch_s * 1e3:.1f} ms '
+        f'| {ours_s / torch_s:.2f} |')
+  print(f'| greedy decode {args.decode_length} tokens, cached vs uncached | {cached_s * 1e3:.1f} ms '
+        f'| {uncached_s * 1e3:.1f} ms | {cached_s / uncached_s:.2f} |')
+  Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+  Path(args.output).write_text(json.dumps(result, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+  main()
