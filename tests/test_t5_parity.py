@@ -165,3 +165,20 @@ def test_params_carry_logical_axes():
   assert layer['mlp']['wo']['kernel'] == ('layers', 'mlp', 'embed')
   assert axes['decoder']['relpos_bias']['rel_embedding'] == ('heads', 'relpos_buckets')
   assert axes['decoder']['logits_dense']['kernel'] == ('embed', 'vocab')
+
+
+def test_dropout_only_when_enabled():
+  config = convert.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_heads=2,
+                            num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.5)
+  inputs, decoder_inputs = random_batch(64, 2, 8, 4)
+  model = T5(config)
+  params = nn.unbox(model.init(jax.random.key(0), inputs, decoder_inputs)['params'])
+  plain = model.apply({'params': params}, inputs, decoder_inputs)
+  np.testing.assert_array_equal(plain, model.apply({'params': params}, inputs, decoder_inputs))
+
+  def dropped(seed):
+    return model.apply({'params': params}, inputs, decoder_inputs, enable_dropout=True,
+                       rngs={'dropout': jax.random.key(seed)})
+  assert np.abs(dropped(1) - plain).max() > 1e-3
+  assert np.abs(dropped(1) - dropped(2)).max() > 1e-3
+  np.testing.assert_array_equal(dropped(1), dropped(1))

@@ -305,6 +305,8 @@ class Decoder(nn.Module):
     y = nn.with_logical_constraint(y.astype(config.compute_dtype), ('batch', 'length', 'embed'))
     relpos = RelativePositionBias(config, bidirectional=False, name='relpos_bias')
     if decode:
+      if max_decode_length is None:
+        raise ValueError('Cached decoding needs max_decode_length (the cache size).')
       # The full [L, L] table; each attention layer slices the row of its cache index.
       self_bias = relpos(max_decode_length, max_decode_length)
     else:
