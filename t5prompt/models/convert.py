@@ -194,27 +194,31 @@ def params_to_hf_state(params: Params, config: T5Config) -> dict[str, np.ndarray
 
 
 # ----------------------------------------------------------------------------- layouts
-def stack_layers(params: Params, config: T5Config) -> Params:
+def stack_layers(params: Params) -> Params:
   """Unscanned (`layers_0`, `layers_1`, ...) -> scanned (`layers` with a leading axis)."""
   out = {**params}
-  for stack, num_layers in (('encoder', config.num_encoder_layers),
-                            ('decoder', config.num_decoder_layers)):
+  for stack in ('encoder', 'decoder'):
     tree = dict(params[stack])
-    layers = [tree.pop(f'layers_{i}') for i in range(num_layers)]
+    names = sorted((name for name in tree if name.startswith('layers_')),
+                   key=lambda name: int(name.split('_')[1]))
+    layers = [tree.pop(name) for name in names]
     tree['layers'] = _tree_map(lambda *xs: np.stack(xs), *layers)
     out[stack] = tree
   return out
 
 
-def unstack_layers(params: Params, config: T5Config) -> Params:
-  """Scanned -> unscanned; the inverse of `stack_layers`."""
+def unstack_layers(params: Params) -> Params:
+  """Scanned -> unscanned numpy; the inverse of `stack_layers`. Unscanned trees pass through."""
+  params = _tree_map(np.asarray, params)
   out = {**params}
-  for stack, num_layers in (('encoder', config.num_encoder_layers),
-                            ('decoder', config.num_decoder_layers)):
+  for stack in ('encoder', 'decoder'):
     tree = dict(params[stack])
+    if 'layers' not in tree:
+      continue
     stacked = tree.pop('layers')
+    num_layers = len(next(iter(_flatten(stacked).values())))
     for i in range(num_layers):
-      tree[f'layers_{i}'] = _tree_map(lambda x, i=i: np.asarray(x[i]), stacked)
+      tree[f'layers_{i}'] = _tree_map(lambda x, i=i: x[i], stacked)
     out[stack] = tree
   return out
 
@@ -319,7 +323,7 @@ def load_hf(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Params]:
         f'{config.feed_forward_proj} T5.') from error
   _check_shapes(params, config, directory)
   if config.scan_layers:
-    params = stack_layers(params, config)
+    params = stack_layers(params)
   return config, params
 
 
@@ -328,10 +332,7 @@ def save_hf(directory: str | os.PathLike, config: T5Config, params: Params) -> P
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  params = jax_to_numpy(params)
-  if 'layers' in params['encoder']:
-    params = unstack_layers(params, config)
-  state = params_to_hf_state(params, config)
+  state = params_to_hf_state(unstack_layers(params), config)
   tmp = directory / 'model.safetensors.tmp'
   save_file(state, tmp, metadata={'format': 'pt'})
   os.replace(tmp, directory / 'model.safetensors')
@@ -339,8 +340,6 @@ def save_hf(directory: str | os.PathLike, config: T5Config, params: Params) -> P
   return directory
 
 
-def jax_to_numpy(params: Params) -> Params:
-  return _tree_map(np.asarray, params)
 
 
 # ----------------------------------------------------------------------------- our format
@@ -349,10 +348,11 @@ T5PROMPT_PARAMS = 'params.safetensors'
 
 
 def params_hash(params: Params) -> str:
-  """sha256 over every leaf's path, shape, dtype and bytes: the backbone's identity."""
+  """sha256 over every leaf's path, shape, dtype and bytes of the unscanned tree: the
+  backbone's identity, the same for either layout."""
   import hashlib  # pylint: disable=import-outside-toplevel
   digest = hashlib.sha256()
-  for name, value in sorted(_flatten(params).items()):
+  for name, value in sorted(_flatten(unstack_layers(params)).items()):
     value = np.ascontiguousarray(value)
     digest.update(f'{name}:{value.shape}:{value.dtype}'.encode())
     digest.update(value.tobytes())
@@ -386,9 +386,7 @@ def save_t5prompt(directory: str | os.PathLike, config: T5Config, params: Params
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  params = jax_to_numpy(params)
-  if 'layers' in params['encoder']:
-    params = unstack_layers(params, config)
+  params = unstack_layers(params)
   digest = params_hash(params)
   tmp = directory / (T5PROMPT_PARAMS + '.tmp')
   save_file({k: np.ascontiguousarray(v) for k, v in _flatten(params).items()}, tmp,
@@ -410,5 +408,5 @@ def load_backbone(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Pa
   params = _unflatten(load_file(directory / T5PROMPT_PARAMS))
   _check_shapes(params, config, directory)
   if config.scan_layers:
-    params = stack_layers(params, config)
+    params = stack_layers(params)
   return config, params
