@@ -31,26 +31,27 @@ def test_other_model_type(tmp_path):
     load_hf(tmp_path)
 
 
-def test_shapes_that_do_not_match_the_config(tmp_path):
+def _checkpoint_with_edited_config(directory, **edits):
+  """A real one-layer checkpoint whose config.json then says something else."""
   make_hf_t5(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_heads=2,
-             num_layers=1).save_pretrained(tmp_path)
-  config = json.loads((tmp_path / 'config.json').read_text())
-  config['d_ff'] = 32
-  (tmp_path / 'config.json').write_text(json.dumps(config))
+             num_layers=1).save_pretrained(directory)
+  config = json.loads((directory / 'config.json').read_text())
+  (directory / 'config.json').write_text(json.dumps({**config, **edits}))
+  return directory
+
+
+def test_shapes_that_do_not_match_the_config(tmp_path):
   with pytest.raises(convert.CheckpointError,
                      match=r'tensor for .*mlp/wi/kernel has shape \(16, 24\), but config\.json '
                            r'.*d_ff=32.* implies \(16, 32\)'):
-    load_hf(tmp_path)
+    load_hf(_checkpoint_with_edited_config(tmp_path, d_ff=32))
 
 
 def test_missing_layer(tmp_path):
-  make_hf_t5(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_heads=2,
-             num_layers=1).save_pretrained(tmp_path)
-  config = json.loads((tmp_path / 'config.json').read_text())
-  config['num_layers'] = 2
-  (tmp_path / 'config.json').write_text(json.dumps(config))
-  with pytest.raises(convert.CheckpointError, match=r'tensor encoder\.block\.1\..* is missing; config\.json describes a 2\+1-layer'):
-    load_hf(tmp_path)
+  with pytest.raises(convert.CheckpointError,
+                     match=r'tensor encoder\.block\.1\..* is missing; '
+                           r'config\.json describes a 2\+1-layer'):
+    load_hf(_checkpoint_with_edited_config(tmp_path, num_layers=2))
 
 
 def test_hub_id_offline_says_what_to_do(monkeypatch):
