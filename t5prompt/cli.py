@@ -1,8 +1,10 @@
 """The `t5prompt` command. Each subcommand is a thin layer over a library function."""
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 
 def _convert(args) -> int:
@@ -62,6 +64,69 @@ def _smoke(args) -> int:
   return 0
 
 
+def _split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """`--config.a.b=v` tokens are config overrides; the rest goes to argparse."""
+  overrides = [arg for arg in argv if arg.startswith('--config.')]
+  return [arg for arg in argv if arg not in overrides], overrides
+
+
+def _train(args) -> int:
+  from t5prompt.run_config import load_config  # pylint: disable=import-outside-toplevel
+  config = load_config(args.config, args.overrides)  # validated before any compute
+  from t5prompt.train import train  # pylint: disable=import-outside-toplevel
+  result = train(config, args.workdir)
+  print(json.dumps({key: result[key] for key in (
+      'task', 'method', 'steps', 'best_step', 'metrics', 'initial_metrics', 'wall_time_s')},
+                   indent=2))
+  return 0
+
+
+def _eval(args) -> int:
+  from t5prompt.train import evaluate_run  # pylint: disable=import-outside-toplevel
+  print(json.dumps(evaluate_run(args.workdir, args.checkpoint, tuple(args.split or ())),
+                   indent=2))
+  return 0
+
+
+def _export_peft(args) -> int:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from t5prompt.models import get_size  # pylint: disable=import-outside-toplevel
+  from t5prompt.prompts.peft_format import export_peft  # pylint: disable=import-outside-toplevel
+  from t5prompt.train import load_run_config  # pylint: disable=import-outside-toplevel
+  config = load_run_config(args.workdir)
+  if config.method != 'prompt_tuning':
+    raise ValueError(f'{args.workdir} is a {config.method} run; only prompt tuning exports a '
+                     'PEFT prompt adapter.')
+  prompt_file = Path(args.workdir) / 'prompt.npy'
+  if not prompt_file.is_file():
+    raise FileNotFoundError(f'{prompt_file} is missing: the run has not finished; export after '
+                            'it ends (or resume it).')
+  record = json.loads((Path(args.workdir) / 'prompt.json').read_text())
+  if config.model.checkpoint:
+    from t5prompt.models.convert import load_backbone  # pylint: disable=import-outside-toplevel
+    t5_config = load_backbone(config.model.checkpoint)[0]
+  else:
+    t5_config = get_size(config.model.size)
+  base_model = args.base_model or record['backbone']['source']
+  export_peft(args.output, np.load(prompt_file), t5_config, base_model, record)
+  print(f'wrote PEFT prompt-tuning adapter to {args.output} (base model {base_model})')
+  return 0
+
+
+def _import_peft(args) -> int:
+  from t5prompt import atomic  # pylint: disable=import-outside-toplevel
+  from t5prompt.prompts.peft_format import import_peft  # pylint: disable=import-outside-toplevel
+  prompt, adapter = import_peft(args.source, args.d_model, args.encoder_rows_only)
+  output = Path(args.output)
+  atomic.write_npy(output, prompt)
+  atomic.write_json(output.with_suffix('.json'), {
+      'source': str(args.source), 'base_model': adapter.get('base_model_name_or_path'),
+      'shape': list(prompt.shape), 'peft_init': adapter.get('prompt_tuning_init')})
+  print(f'wrote prompt {prompt.shape} to {output}; train from it with '
+        f'--config.prompt.init=file --config.prompt.init_file={output}')
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5prompt', description='Prompt methods on a frozen Flax T5, from Small to XXL.')
@@ -85,11 +150,47 @@ def build_parser() -> argparse.ArgumentParser:
   smoke.add_argument('--max-input-length', type=int, default=512)
   smoke.add_argument('--max-decode-length', type=int, default=16)
   smoke.set_defaults(run=_smoke)
+
+  train = commands.add_parser(
+      'train', help='Train one run (prompt or model tuning); resumes if the workdir has one.',
+      epilog='Config overrides follow as --config.train.steps=100 --config.prompt.length=20.')
+  train.add_argument('--config', required=True, help='a configs/*.py file')
+  train.add_argument('--workdir', required=True, help='the run directory (outputs, checkpoints)')
+  train.set_defaults(run=_train)
+
+  evaluate = commands.add_parser('eval', help="Evaluate a run's best or latest checkpoint.")
+  evaluate.add_argument('--workdir', required=True)
+  evaluate.add_argument('--checkpoint', choices=('best', 'latest'), default='best')
+  evaluate.add_argument('--split', action='append', help='eval split (repeatable); default: '
+                        "the run's eval splits")
+  evaluate.set_defaults(run=_eval)
+
+  export = commands.add_parser('export-peft', help="Write a run's prompt as a PEFT adapter.")
+  export.add_argument('--workdir', required=True)
+  export.add_argument('--output', required=True, help='adapter directory to write')
+  export.add_argument('--base-model', help='base_model_name_or_path to record (default: the '
+                      "run's backbone source)")
+  export.set_defaults(run=_export_peft)
+
+  import_ = commands.add_parser('import-peft', help='Read a PEFT prompt-tuning adapter into a '
+                                'prompt file (for --config.prompt.init=file).')
+  import_.add_argument('source', help='PEFT adapter directory')
+  import_.add_argument('--output', required=True, help='prompt .npy to write')
+  import_.add_argument('--d-model', type=int, help='refuse a prompt of another width')
+  import_.add_argument('--encoder-rows-only', action='store_true',
+                       help='accept an adapter that also prompts the decoder; keep its encoder rows')
+  import_.set_defaults(run=_import_peft)
   return parser
 
 
 def main(argv=None) -> int:
+  argv, overrides = _split_config_overrides(list(sys.argv[1:] if argv is None else argv))
   args = build_parser().parse_args(argv)
+  if overrides and args.command != 'train':
+    print(f't5prompt {args.command}: error: config overrides ({overrides[0]}, ...) are for '
+          '`train` only', file=sys.stderr)
+    return 2
+  args.overrides = overrides
   try:
     return args.run(args)
   except (ValueError, FileNotFoundError) as error:

@@ -30,6 +30,25 @@ def score_targets(model: T5, params, encoder_input_tokens, targets) -> jax.Array
   return jnp.sum(jnp.where(targets > 0, token_log_probs, 0.0), axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames=('model',))
+def rank_scores(model: T5, params, encoder_input_tokens, label_targets) -> jax.Array:
+  """Rank classification: the log-likelihood of every verbalised label for every example.
+
+  encoder_input_tokens [b, l], label_targets [k, t] (each label's tokens with EOS, 0-padded)
+  -> scores [b, k]. The encoder runs once per example; only the decoder runs per label.
+  """
+  encoded, encoder_mask = model.apply({'params': params}, encoder_input_tokens, method=T5.encode)
+  batch, num_labels = encoder_input_tokens.shape[0], label_targets.shape[0]
+  encoded, encoder_mask = (jnp.repeat(x, num_labels, axis=0) for x in (encoded, encoder_mask))
+  targets = jnp.tile(label_targets, (batch, 1))  # [b * k, t], example-major like the repeat
+  logits = model.apply({'params': params}, encoded, encoder_mask, shift_right(targets),
+                       method=T5.decode)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  token_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  scores = jnp.sum(jnp.where(targets > 0, token_log_probs, 0.0), axis=-1)
+  return scores.reshape(batch, num_labels)
+
+
 def _init_cache(model: T5, params, encoded, encoder_mask, max_decode_length: int):
   """The KV cache before the first step: self-attention entries zero for `max_decode_length`
   positions, cross-attention keys/values projected from the encoder output once."""

@@ -1,0 +1,102 @@
+"""Run checkpoints with orbax: only what training changes is saved.
+
+A checkpoint holds the trainable params, their optimizer state and the RNG key (orbax
+`StandardSave`), and a JSON record of the step, the data position and the early-stopping
+state. The frozen backbone is never copied: the run's `manifest.json` names its source and
+content hash, and a resume against a different backbone or an incompatible config is refused.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from t5prompt import atomic
+
+MANIFEST = 'manifest.json'
+
+
+def _diff(saved: Any, current: Any, prefix: str = '') -> list[str]:
+  if isinstance(saved, dict) and isinstance(current, dict):
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+      lines += _diff(saved.get(key), current.get(key), f'{prefix}{key}.')
+    return lines
+  return [] if saved == current else [f'  {prefix[:-1]}: saved {saved!r}, now {current!r}']
+
+
+def check_or_write_manifest(workdir: str | os.PathLike, manifest: dict) -> bool:
+  """Writes the manifest of a new run, or checks a resumed run's against it.
+
+  Returns True when the run directory already had a manifest (a resume).
+  """
+  path = Path(workdir) / MANIFEST
+  if not path.exists():
+    atomic.write_json(path, manifest)
+    return False
+  saved = json.loads(path.read_text())
+  differences = _diff(saved, json.loads(json.dumps(manifest)))
+  if differences:
+    raise ValueError(
+        f'{workdir} holds a run of a different backbone or config; refusing to resume it:\n'
+        + '\n'.join(differences)
+        + '\nUse a new --workdir, or rerun with the saved values.')
+  return True
+
+
+class RunCheckpoints:
+  """The latest-N checkpoints of a run (for resuming) and the best one (for results)."""
+
+  def __init__(self, workdir: str | os.PathLike, keep: int = 2):
+    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+    self._ocp = ocp
+    workdir = Path(workdir).resolve()
+    self.latest = ocp.CheckpointManager(
+        workdir / 'checkpoints', options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                                      create=True))
+    self.best = ocp.CheckpointManager(
+        workdir / 'best', options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def save(self, step: int, state: dict, record: dict) -> None:
+    """state: {'trainable', 'opt_state', 'rng'} arrays; record: JSON-able loop state."""
+    args = self._ocp.args
+    self.latest.save(step, args=args.Composite(state=args.StandardSave(state),
+                                               record=args.JsonSave(record)), force=True)
+
+  def restore(self, step: int, template: dict) -> tuple[dict, dict]:
+    """The state saved at `step`, in the structure (and shardings) of `template`."""
+    args = self._ocp.args
+    restored = self.latest.restore(step, args=args.Composite(
+        state=args.StandardRestore(template), record=args.JsonRestore()))
+    return restored['state'], restored['record']
+
+  def save_best(self, step: int, trainable: dict) -> None:
+    self.best.save(step, args=self._ocp.args.StandardSave(trainable), force=True)
+
+  def restore_best(self, template: dict) -> tuple[int, dict]:
+    step = self.best.latest_step()
+    if step is None:
+      raise FileNotFoundError('This run has no best checkpoint yet (no eval has run).')
+    return step, self.best.restore(step, args=self._ocp.args.StandardRestore(template))
+
+  def close(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+    self.latest.close()
+    self.best.close()
+
+
+def export_prompt(directory: str | os.PathLike, prompt: np.ndarray, metadata: dict) -> Path:
+  """The portable prompt: `prompt.npy` (float32 [P, d]) and `prompt.json` beside it."""
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  prompt = np.asarray(prompt, np.float32)
+  atomic.write_npy(directory / 'prompt.npy', prompt)
+  atomic.write_json(directory / 'prompt.json',
+                    {**metadata, 'shape': list(prompt.shape), 'dtype': 'float32'})
+  return directory / 'prompt.npy'

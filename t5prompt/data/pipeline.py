@@ -1,0 +1,102 @@
+"""Deterministic, resumable input pipelines over a seqio task split.
+
+A split is tokenized once by its seqio Task into fixed-length int32 arrays (0-padded, EOS kept
+when truncating, truncations counted). Training batches are a pure function of
+(seed, step): each epoch is a fresh permutation seeded by (seed, epoch), and step s takes the
+global examples [s * batch, (s + 1) * batch) of that endless stream. The data position is
+therefore just the step, and a resumed run sees exactly the batches it would have seen.
+"""
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+
+from t5prompt.data.tasks import get_task_spec
+
+EOS_ID = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedSplit:
+  task: str
+  split: str
+  inputs: np.ndarray  # int32 [n, input_length]
+  targets: np.ndarray  # int32 [n, target_length]
+  labels: np.ndarray  # int32 [n], -1 when unlabelled
+  truncated_inputs: int
+  truncated_targets: int
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+def _pad(sequences, length: int) -> tuple[np.ndarray, int]:
+  """Right-pads to `length`; longer sequences keep their first length-1 tokens and EOS."""
+  out = np.zeros((len(sequences), length), np.int32)
+  truncated = 0
+  for row, ids in enumerate(sequences):
+    if len(ids) > length:
+      ids = np.concatenate([ids[:length - 1], [EOS_ID]])
+      truncated += 1
+    out[row, :len(ids)] = ids
+  return out, truncated
+
+
+def load_tokenized(task_name: str, split: str, input_length: int,
+                   target_length: int) -> TokenizedSplit:
+  get_task_spec(task_name)  # registers the tasks; a clear error for an unknown name
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import seqio  # pylint: disable=import-outside-toplevel
+  task = seqio.get_mixture_or_task(task_name)
+  # No sequence_length: append_eos_after_trim then only appends EOS, and _pad trims (counted).
+  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
+  inputs, targets, labels = [], [], []
+  for example in dataset.as_numpy_iterator():
+    inputs.append(example['inputs'])
+    targets.append(example['targets'])
+    labels.append(int(example['label']))
+  if not labels:
+    raise ValueError(f'{task_name} {split!r} has no examples.')
+  inputs, truncated_inputs = _pad(inputs, input_length)
+  targets, truncated_targets = _pad(targets, target_length)
+  return TokenizedSplit(task_name, split, inputs, targets, np.asarray(labels, np.int32),
+                        truncated_inputs, truncated_targets)
+
+
+def example_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+  """Indices of the global batch at `step` in the seeded stream of epoch permutations."""
+  positions = np.arange(step * batch_size, (step + 1) * batch_size)
+  epochs, offsets = np.divmod(positions, num_examples)
+  out = np.empty(batch_size, np.int64)
+  for epoch in np.unique(epochs):
+    permutation = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
+    chosen = epochs == epoch
+    out[chosen] = permutation[offsets[chosen]]
+  return out
+
+
+def train_batch(data: TokenizedSplit, batch_size: int, seed: int, step: int,
+                host_index: int = 0, host_count: int = 1) -> dict[str, np.ndarray]:
+  """This host's rows of the global batch at `step`."""
+  if batch_size % host_count:
+    raise ValueError(f'batch_size {batch_size} is not divisible by the {host_count} hosts.')
+  indices = example_indices(len(data), batch_size, seed, step)
+  per_host = batch_size // host_count
+  indices = indices[host_index * per_host:(host_index + 1) * per_host]
+  return {'inputs': data.inputs[indices], 'targets': data.targets[indices]}
+
+
+def eval_batches(data: TokenizedSplit, batch_size: int,
+                 max_examples: int = 0) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+  """Fixed-shape batches in order, the last padded with empty rows: (batch, real rows)."""
+  count = min(len(data), max_examples) if max_examples else len(data)
+  for start in range(0, count, batch_size):
+    stop = min(start + batch_size, count)
+    batch = {}
+    for key in ('inputs', 'targets', 'labels'):
+      values = getattr(data, key)[start:stop]
+      pad = [(0, batch_size - (stop - start))] + [(0, 0)] * (values.ndim - 1)
+      batch[key] = np.pad(values, pad)
+    yield batch, stop - start

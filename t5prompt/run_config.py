@@ -1,0 +1,178 @@
+"""The run config: its fields with defaults (the paper's prompt-tuning settings), loading a
+config file with command-line overrides, and validation before any compute.
+
+Config files (`configs/*.py`) define `get_config()` returning `default_config()` with changes;
+`--config.train.steps=100` style overrides follow. Every key must be one of the fields below.
+"""
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+from t5prompt.prompts.initializers import INIT_NAMES
+
+METHODS = ('prompt_tuning', 'model_tuning')
+DTYPES = ('float32', 'bfloat16')
+EVAL_MODES = ('', 'rank', 'decode')
+
+
+def default_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.method = 'prompt_tuning'  # or 'model_tuning' (every weight trains: the baseline)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.size = 't5-lm-adapt-small'  # a named size; random weights unless `checkpoint`
+  config.model.checkpoint = ''  # HF dir / hub id / t5prompt dir; the frozen backbone
+  config.model.init_seed = 0  # random backbones only
+  config.model.dtype = 'float32'  # compute dtype; params, prompt, optimizer state stay float32
+  config.model.dropout_rate = 0.1
+  config.model.scan_layers = True
+  config.model.remat_policy = 'none'
+
+  config.prompt = ml_collections.ConfigDict()
+  config.prompt.length = 100
+  config.prompt.init = 'class_label'  # random_uniform | sampled_vocab | class_label | text | file
+  config.prompt.init_text = ''
+  config.prompt.init_file = ''
+  config.prompt.vocab_population = 5000
+
+  config.task = ml_collections.ConfigDict()
+  config.task.name = 'superglue_rte'
+  config.task.train_split = 'train'
+  config.task.eval_splits = ('validation',)
+  config.task.input_length = 512
+  config.task.target_length = 8
+  config.task.eval_mode = ''  # '' = the task's own (rank or decode)
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'adafactor'  # adafactor | adam | adamw
+  config.optimizer.learning_rate = 0.3
+  config.optimizer.warmup_steps = 0
+  config.optimizer.decay_rate = 0.8  # Adafactor's beta2 decay
+  config.optimizer.factored = False  # Adafactor: factor the second moment of 2-D params
+  config.optimizer.weight_decay = 1e-5
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.grad_clip_norm = 0.0  # 0 = off; over trainable params only
+
+  config.train = ml_collections.ConfigDict()
+  config.train.steps = 30000
+  config.train.batch_size = 32
+  config.train.seed = 0  # data order, dropout and prompt init
+  config.train.eval_every = 1000
+  config.train.eval_at_start = False
+  config.train.eval_batch_size = 64
+  config.train.max_eval_examples = 0  # 0 = the whole eval split
+  config.train.early_stopping_patience = 0  # evals without improvement; 0 = never stop early
+  config.train.checkpoint_every = 1000
+  config.train.keep_checkpoints = 2
+  config.train.log_every = 50
+  return config
+
+
+def _load_module(path: Path):
+  if not path.is_file():
+    raise FileNotFoundError(f'No config file at {path}; configs live in configs/*.py.')
+  spec = importlib.util.spec_from_file_location(f'_t5prompt_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_config'):
+    raise ValueError(f'{path} must define get_config() returning a ConfigDict.')
+  return module
+
+
+def _valid_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  keys = []
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys += _valid_keys(value, f'{prefix}{key}.')
+    else:
+      keys.append(f'{prefix}{key}')
+  return keys
+
+
+def _check_keys(config, reference, prefix: str = '') -> None:
+  for key, value in config.items():
+    if key not in reference:
+      raise ValueError(f'Unknown config key {prefix}{key!r}. Valid keys: '
+                       f'{", ".join(_valid_keys(default_config()))}.')
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_keys(value, reference[key], f'{prefix}{key}.')
+
+
+def _parse_value(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+  """`train.steps=100` (a leading `--config.` is accepted) sets that field, type-checked."""
+  override = override.removeprefix('--').removeprefix('config.')
+  if '=' not in override:
+    raise ValueError(f'Override {override!r} must look like --config.train.steps=100.')
+  key, text = override.split('=', 1)
+  *parents, leaf = key.split('.')
+  node = config
+  for part in parents:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ValueError(f'Unknown config key {key!r}. Valid keys: '
+                     f'{", ".join(_valid_keys(default_config()))}.')
+  value, current = _parse_value(text), node[leaf]
+  if isinstance(current, tuple) and isinstance(value, (str, list)):
+    value = tuple([value] if isinstance(value, str) else value)
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, str) and not isinstance(value, str):
+    value = text
+  if type(value) is not type(current):
+    raise ValueError(f'Config key {key!r} is a {type(current).__name__} (now {current!r}); '
+                     f'got {text!r}.')
+  node[leaf] = value
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks types, ranges and choices before any compute; returns the config, locked."""
+  _check_keys(config, default_config())
+  problems = []
+
+  def need(condition, message):
+    if not condition:
+      problems.append(message)
+
+  need(config.method in METHODS, f'method must be one of {METHODS}, got {config.method!r}')
+  need(config.model.dtype in DTYPES, f'model.dtype must be one of {DTYPES}')
+  need(0.0 <= config.model.dropout_rate < 1.0, 'model.dropout_rate must be in [0, 1)')
+  need(config.prompt.length > 0,
+       f'prompt.length must be positive, got {config.prompt.length}')
+  need(config.prompt.init in INIT_NAMES,
+       f'prompt.init must be one of {INIT_NAMES}, got {config.prompt.init!r}')
+  need(config.task.input_length > 0 and config.task.target_length > 0,
+       'task.input_length and task.target_length must be positive')
+  need(config.task.eval_mode in EVAL_MODES, f'task.eval_mode must be one of {EVAL_MODES}')
+  need(config.optimizer.learning_rate > 0, 'optimizer.learning_rate must be positive')
+  need(config.optimizer.warmup_steps >= 0, 'optimizer.warmup_steps must be >= 0')
+  for key in ('steps', 'batch_size', 'eval_every', 'eval_batch_size', 'checkpoint_every',
+              'keep_checkpoints', 'log_every'):
+    need(config.train[key] > 0, f'train.{key} must be positive, got {config.train[key]}')
+  need(config.train.early_stopping_patience >= 0, 'train.early_stopping_patience must be >= 0')
+  if config.prompt.init == 'file':
+    need(bool(config.prompt.init_file), 'prompt.init="file" needs prompt.init_file')
+  if config.prompt.init == 'text':
+    need(bool(config.prompt.init_text), 'prompt.init="text" needs prompt.init_text')
+  if problems:
+    raise ValueError('Invalid config:\n  ' + '\n  '.join(problems))
+  config.lock()
+  return config
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.ConfigDict:
+  config = _load_module(Path(path)).get_config()
+  _check_keys(config, default_config())
+  for override in overrides:
+    apply_override(config, override)
+  return validate(config)

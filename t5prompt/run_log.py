@@ -1,0 +1,44 @@
+"""A run's metric log: one JSON line per record in `metrics.jsonl` (the file analysis reads)
+and the same scalars as TensorBoard events under `tensorboard/`."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+class RunLog:
+
+  def __init__(self, workdir: str | os.PathLike, resume_step: int = 0):
+    self.path = Path(workdir) / 'metrics.jsonl'
+    if self.path.exists():
+      self._drop_after(resume_step)
+    self._tensorboard_dir = str(Path(workdir) / 'tensorboard')
+    self._writer = None
+
+  def _drop_after(self, step: int) -> None:
+    """A resumed run replays the steps after its checkpoint; their old lines go."""
+    kept = [line for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)['step'] <= step]
+    self.path.write_text(''.join(line + '\n' for line in kept))
+
+  def write(self, step: int, kind: str, values: dict) -> None:
+    """kind: 'train' or 'eval/<set>'; values: name -> number."""
+    record = {'step': int(step), 'kind': kind, **{k: float(v) for k, v in values.items()}}
+    with open(self.path, 'a', encoding='utf-8') as handle:
+      handle.write(json.dumps(record) + '\n')
+    self._tensorboard(step, kind, values)
+
+  def _tensorboard(self, step: int, kind: str, values: dict) -> None:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (already loaded by seqio)
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self._tensorboard_dir)
+    with self._writer.as_default():
+      for name, value in values.items():
+        if math.isfinite(float(value)):
+          tf.summary.scalar(f'{kind}/{name}', float(value), step=int(step))
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()
+      self._writer.close()

@@ -1,0 +1,318 @@
+"""The train loop: one run = one backbone, one method, one task, one seed.
+
+Read top to bottom: backbone, data, model & optimizer, state (fresh or resumed), the update
+step, then the loop with logging, evals, early stopping and checkpoints. What a run writes to
+its workdir:
+  config.json      the config it ran            manifest.json  backbone source + hash, identity
+  metrics.jsonl    train and eval records       tensorboard/   the same as TensorBoard events
+  checkpoints/     latest-N (trainable + optimizer state + step + data position + RNG)
+  best/            the trainable params at the best dev score
+  prompt.npy/json  the best prompt, portable    result.json    the outcome (last, atomically)
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from t5prompt import atomic, optim
+from t5prompt.checkpoints import RunCheckpoints, check_or_write_manifest, export_prompt
+from t5prompt.data import pipeline
+from t5prompt.data.tasks import get_task_spec
+from t5prompt.data.vocab import get_vocabulary
+from t5prompt.evaluate import evaluate
+from t5prompt.models import T5, T5Config, get_size
+from t5prompt.models.convert import load_backbone, params_hash
+from t5prompt.models.decode import shift_right
+from t5prompt.prompts import SoftPrompt, make_initializer
+from t5prompt.run_log import RunLog
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  config: T5Config
+  params: dict  # unboxed, float32
+  source: str  # checkpoint path / hub id, or 'random:<size>:seed<N>'
+  params_hash: str
+
+
+def load_model_backbone(model_config) -> Backbone:
+  """The frozen backbone a config names: a checkpoint, or a named size with random weights."""
+  overrides = dict(dtype=model_config.dtype, dropout_rate=model_config.dropout_rate,
+                   scan_layers=model_config.scan_layers, remat_policy=model_config.remat_policy)
+  if model_config.checkpoint:
+    config, params = load_backbone(model_config.checkpoint, **overrides)
+    source = model_config.checkpoint
+  else:
+    config = get_size(model_config.size).replace(**overrides)
+    tokens = jnp.ones((1, 8), jnp.int32)
+    params = nn.unbox(jax.jit(T5(config).init)(jax.random.key(model_config.init_seed),
+                                               tokens, tokens)['params'])
+    source = f'random:{model_config.size}:seed{model_config.init_seed}'
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  return Backbone(config, params, source, params_hash(params))
+
+
+def build_model(config: T5Config, method: str, prompt_length: int) -> T5:
+  if method == 'prompt_tuning':
+    return T5(config, prompt=SoftPrompt(prompt_length))
+  return T5(config)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean token cross-entropy over non-padding targets (as transformers/PEFT compute it)."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  token_nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+  weights = (targets > 0).astype(jnp.float32)
+  return jnp.sum(token_nll * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def make_loss_fn(model: T5):
+  def loss_fn(trainable, frozen, batch, dropout_rng):
+    params = optim.merge_params(trainable, frozen)
+    logits = model.apply({'params': params}, batch['inputs'], shift_right(batch['targets']),
+                         enable_dropout=True, rngs={'dropout': dropout_rng})
+    return cross_entropy(logits, batch['targets'])
+  return loss_fn
+
+
+def make_train_step(model: T5, optimizer: optax.GradientTransformation):
+  """(trainable, opt_state, frozen, batch, rng, step) -> (trainable, opt_state, metrics).
+
+  Gradients are taken w.r.t. `trainable` only: the frozen backbone is a plain input, so no
+  weight gradients are computed for it. Jit with `trainable` and `opt_state` donated.
+  """
+  loss_fn = make_loss_fn(model)
+
+  def train_step(trainable, opt_state, frozen, batch, rng, step):
+    dropout_rng = jax.random.fold_in(rng, step)
+    loss, grads = jax.value_and_grad(loss_fn)(trainable, frozen, batch, dropout_rng)
+    updates, opt_state = optimizer.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    return trainable, opt_state, {'loss': loss, 'grad_norm': optim.global_norm(grads)}
+  return train_step
+
+
+def initial_params(config, backbone: Backbone, model: T5, spec, vocabulary,
+                   init_rng) -> tuple[dict, dict | None]:
+  """Backbone params plus the initialised prompt, and the record of the init that ran."""
+  if model.prompt is None:
+    return backbone.params, None
+  prompt_config = config.prompt
+  embedding = backbone.params['token_embedder']['embedding']
+  init_fn, record = make_initializer(
+      prompt_config.init, embedding=embedding, vocabulary=vocabulary, labels=spec.label_names,
+      init_text=prompt_config.init_text, path=prompt_config.init_file,
+      population=prompt_config.vocab_population)
+  prompt = init_fn(init_rng, (prompt_config.length, backbone.config.d_model))
+  return {**backbone.params, 'prompt': {'prompt': jnp.asarray(prompt, jnp.float32)}}, record
+
+
+def manifest_for(config, backbone: Backbone) -> dict[str, Any]:
+  """What a resumed run must share with the run that wrote the checkpoints."""
+  return {
+      'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash,
+                   'd_model': backbone.config.d_model},
+      'method': config.method,
+      'prompt': config.prompt.to_dict() if config.method == 'prompt_tuning' else None,
+      'task': {key: config.task[key] for key in ('name', 'train_split', 'input_length',
+                                                 'target_length')},
+      'optimizer': config.optimizer.to_dict(),
+      'model': {'dtype': config.model.dtype, 'dropout_rate': config.model.dropout_rate},
+      'train': {'batch_size': config.train.batch_size, 'seed': config.train.seed},
+  }
+
+
+def _progress(total: int, initial: int):
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True, file=sys.stderr,
+              mininterval=1.0 if sys.stderr.isatty() else 30.0, desc='train')
+
+
+def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
+  """Runs (or resumes, or recognises as finished) the run `config` describes in `workdir`."""
+  workdir = Path(workdir)
+  result_path = workdir / 'result.json'
+  if result_path.exists():
+    result = json.loads(result_path.read_text())
+    if result.get('config') == json.loads(config.to_json()):
+      print(f'{workdir} already finished; result.json kept.', file=sys.stderr)
+      return result
+  start_time = time.time()
+
+  # --- Backbone, task data ---------------------------------------------------------------
+  backbone = load_model_backbone(config.model)
+  spec = get_task_spec(config.task.name)
+  if config.task.eval_mode:
+    spec = dataclasses.replace(spec, eval_mode=config.task.eval_mode)
+  vocabulary = get_vocabulary()
+  train_data = pipeline.load_tokenized(config.task.name, config.task.train_split,
+                                       config.task.input_length, config.task.target_length)
+  eval_sets = {split: pipeline.load_tokenized(config.task.name, split, config.task.input_length,
+                                              config.task.target_length)
+               for split in config.task.eval_splits}
+
+  # --- Model & optimizer ------------------------------------------------------------------
+  model = build_model(backbone.config, config.method, config.prompt.length)
+  rules = optim.label_rules(config.method)
+  optimizer = optim.make_optimizer(config.optimizer, rules)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.train.seed))
+  params, init_record = initial_params(config, backbone, model, spec, vocabulary, init_rng)
+  trainable, frozen = optim.split_params(params, rules)
+  opt_state = optimizer.init(trainable)
+
+  # --- State: fresh or resumed ------------------------------------------------------------
+  workdir.mkdir(parents=True, exist_ok=True)
+  resuming = check_or_write_manifest(workdir, manifest_for(config, backbone))
+  atomic.write_json(workdir / 'config.json', json.loads(config.to_json()))
+  checkpoints = RunCheckpoints(workdir, keep=config.train.keep_checkpoints)
+  loop = {'step': 0, 'data_position': 0, 'best_score': None, 'best_step': None,
+          'best_metrics': None, 'evals_since_best': 0, 'init': init_record}
+  latest = checkpoints.latest_step() if resuming else None
+  if latest is not None:
+    template = {'trainable': trainable, 'opt_state': opt_state,
+                'rng': jax.random.key_data(dropout_rng)}
+    state, loop = checkpoints.restore(latest, template)
+    trainable, opt_state = state['trainable'], state['opt_state']
+    dropout_rng = jax.random.wrap_key_data(state['rng'])
+    print(f'resuming {workdir} at step {loop["step"]}', file=sys.stderr)
+  run_log = RunLog(workdir, resume_step=loop['step'])
+
+  # --- The update step --------------------------------------------------------------------
+  train_step = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
+
+  def run_evals(step: int) -> dict:
+    results = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, spec, vocabulary,
+                       config.train.eval_batch_size, config.train.max_eval_examples)
+    for name, metrics in results.items():
+      run_log.write(step, f'eval/{name}', metrics)
+    return results
+
+  def save(step: int) -> None:
+    loop.update(step=step, data_position=step * config.train.batch_size)
+    checkpoints.save(step, {'trainable': trainable, 'opt_state': opt_state,
+                            'rng': jax.random.key_data(dropout_rng)}, loop)
+
+  # --- The loop ---------------------------------------------------------------------------
+  steps = config.train.steps
+  first_eval_set = config.task.eval_splits[0]
+  if loop['step'] == 0 and config.train.eval_at_start:
+    loop['initial_metrics'] = run_evals(0)
+  progress = _progress(steps, loop['step'])
+  stopped_early = False
+  step = loop['step']
+  last_log = (time.perf_counter(), step)
+  while step < steps and not stopped_early:
+    batch = pipeline.train_batch(train_data, config.train.batch_size, config.train.seed, step)
+    trainable, opt_state, metrics = train_step(trainable, opt_state, frozen, batch, dropout_rng,
+                                               step)
+    step += 1
+    progress.update(1)
+    if step % config.train.log_every == 0 or step == steps:
+      metrics = jax.device_get(metrics)
+      now = time.perf_counter()
+      metrics['steps_per_second'] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+      last_log = (now, step)
+      run_log.write(step, 'train', metrics)
+      progress.set_postfix(loss=f'{metrics["loss"]:.4f}')
+    if step % config.train.eval_every == 0 or step == steps:
+      results = run_evals(step)
+      score = results[first_eval_set][spec.metric]
+      if loop['best_score'] is None or score > loop['best_score']:
+        loop.update(best_score=score, best_step=step, best_metrics=results, evals_since_best=0)
+        checkpoints.save_best(step, trainable)
+      else:
+        loop['evals_since_best'] += 1
+        patience = config.train.early_stopping_patience
+        stopped_early = bool(patience) and loop['evals_since_best'] >= patience
+    if step % config.train.checkpoint_every == 0 or step == steps or stopped_early:
+      save(step)
+  progress.close()
+
+  # --- Outputs ----------------------------------------------------------------------------
+  _, best_trainable = checkpoints.restore_best(trainable)
+  checkpoints.close()
+  run_log.close()
+  metadata = {
+      'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash},
+      'task': config.task.name, 'method': config.method, 'init': loop['init'],
+      'best_step': loop['best_step'], 'best_score': loop['best_score'],
+  }
+  if config.method == 'prompt_tuning':
+    metadata['prompt_length'] = config.prompt.length
+    export_prompt(workdir, np.asarray(best_trainable['prompt']['prompt']), metadata)
+  result = {
+      'config': json.loads(config.to_json()),
+      'model_size': config.model.size if not config.model.checkpoint else config.model.checkpoint,
+      'd_model': backbone.config.d_model,
+      'method': config.method, 'task': config.task.name, 'seed': config.train.seed,
+      'prompt_length': config.prompt.length if config.method == 'prompt_tuning' else 0,
+      'init': loop['init'], 'steps': step, 'stopped_early': stopped_early,
+      'metrics': loop['best_metrics'], 'metric': spec.metric, 'best_step': loop['best_step'],
+      'initial_metrics': loop.get('initial_metrics'),
+      'num_trainable_params': optim.num_elements(trainable),
+      'truncated': {'train_inputs': train_data.truncated_inputs,
+                    'train_targets': train_data.truncated_targets},
+      'backbone': metadata['backbone'],
+      'wall_time_s': time.time() - start_time,
+      'device_kind': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
+  }
+  atomic.write_json(result_path, result)
+  return result
+
+
+def load_run_config(workdir: str | os.PathLike):
+  """The config a run directory ran with (its config.json), validated."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from t5prompt.run_config import validate  # pylint: disable=import-outside-toplevel
+  path = Path(workdir) / 'config.json'
+  if not path.is_file():
+    raise FileNotFoundError(f'{workdir} is not a run directory (no config.json); give the '
+                            '--workdir a `t5prompt train` wrote.')
+  record = json.loads(path.read_text())
+  record['task']['eval_splits'] = tuple(record['task']['eval_splits'])
+  return validate(ml_collections.ConfigDict(record))
+
+
+def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
+                 splits: tuple[str, ...] = ()) -> dict[str, Any]:
+  """Re-evaluates a run's best or latest trainable params on its eval splits (or `splits`)."""
+  config = load_run_config(workdir)
+  backbone = load_model_backbone(config.model)
+  check_or_write_manifest(workdir, manifest_for(config, backbone))  # same backbone, or refuse
+  spec = get_task_spec(config.task.name)
+  if config.task.eval_mode:
+    spec = dataclasses.replace(spec, eval_mode=config.task.eval_mode)
+  model = build_model(backbone.config, config.method, config.prompt.length)
+  rules = optim.label_rules(config.method)
+  params, _ = initial_params(config, backbone, model, spec, get_vocabulary(),
+                             jax.random.key(0))
+  trainable, frozen = optim.split_params(params, rules)
+  checkpoints = RunCheckpoints(workdir, keep=config.train.keep_checkpoints)
+  if which == 'best':
+    step, trainable = checkpoints.restore_best(trainable)
+  elif which == 'latest':
+    step = checkpoints.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'{workdir} has no checkpoint yet.')
+    template = {'trainable': trainable, 'opt_state': optim.make_optimizer(
+        config.optimizer, rules).init(trainable), 'rng': jax.random.key_data(jax.random.key(0))}
+    trainable = checkpoints.restore(step, template)[0]['trainable']
+  else:
+    raise ValueError(f'which must be "best" or "latest", got {which!r}.')
+  checkpoints.close()
+  eval_sets = {split: pipeline.load_tokenized(config.task.name, split, config.task.input_length,
+                                              config.task.target_length)
+               for split in (splits or config.task.eval_splits)}
+  metrics = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, spec,
+                     get_vocabulary(), config.train.eval_batch_size)
+  return {'workdir': str(workdir), 'checkpoint': which, 'step': step, 'metrics': metrics}
