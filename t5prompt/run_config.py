@@ -96,7 +96,7 @@ def _valid_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str
 def _check_keys(config, reference, prefix: str = '') -> None:
   for key, value in config.items():
     if key not in reference:
-      raise ValueError(f'Unknown config key {prefix}{key!r}. Valid keys: '
+      raise ValueError(f"Unknown config key '{prefix}{key}'. Valid keys: "
                        f'{", ".join(_valid_keys(default_config()))}.')
     if isinstance(value, ml_collections.ConfigDict):
       _check_keys(value, reference[key], f'{prefix}{key}.')

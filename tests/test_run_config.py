@@ -1,0 +1,74 @@
+"""Configs: Python files with overrides, validated before any compute; bad input is refused
+with a message that names the problem and writes nothing."""
+
+import pytest
+
+from t5prompt import cli
+from t5prompt.run_config import apply_override, default_config, load_config
+
+from conftest import REPO
+
+SMOKE = str(REPO / 'configs' / 'smoke.py')
+
+
+def test_configs_in_the_repo_load():
+  for path in sorted((REPO / 'configs').glob('*.py')):
+    config = load_config(path)
+    assert config.train.steps > 0, path
+
+
+def test_overrides_are_typed():
+  config = load_config(SMOKE, ['--config.train.steps=7', '--config.optimizer.learning_rate=1',
+                               '--config.task.eval_splits=validation',
+                               '--config.prompt.init=sampled_vocab'])
+  assert config.train.steps == 7 and config.optimizer.learning_rate == 1.0
+  assert config.task.eval_splits == ('validation',) and config.prompt.init == 'sampled_vocab'
+  with pytest.raises(ValueError, match=r"'train.steps' is a int .*got 'many'"):
+    apply_override(default_config(), 'train.steps=many')
+
+
+def test_paper_defaults():
+  config = default_config()
+  assert (config.prompt.length, config.prompt.init) == (100, 'class_label')
+  assert (config.train.batch_size, config.train.steps) == (32, 30000)
+  assert (config.task.input_length, config.task.target_length) == (512, 8)
+  assert config.model.dropout_rate == 0.1
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.train.stpes=10', r"(?s)Unknown config key 'train.stpes'. Valid keys: .*train.steps"),
+    ('--config.prompt.length=0', 'prompt.length must be positive, got 0'),
+    ('--config.prompt.length=-3', 'prompt.length must be positive, got -3'),
+    ('--config.prompt.init=zeros', "prompt.init must be one of .*got 'zeros'"),
+    ('--config.method=lora', "method must be one of"),
+    ('--config.prompt.init=text', 'prompt.init="text" needs prompt.init_text'),
+])
+def test_bad_config_is_refused_before_anything_is_written(override, message, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  assert cli.main(['train', '--config', SMOKE, '--workdir', str(workdir), override]) == 2
+  assert capsys.readouterr().err.startswith('t5prompt train: error: ')
+  assert not workdir.exists()
+  with pytest.raises(ValueError, match=message):
+    load_config(SMOKE, [override])
+
+
+def test_unknown_key_in_a_config_file(tmp_path):
+  bad = tmp_path / 'bad.py'
+  bad.write_text('from t5prompt.run_config import default_config\n\n'
+                 'def get_config():\n  config = default_config()\n'
+                 '  config.train.learning_rate = 0.1\n  return config\n')
+  with pytest.raises(ValueError, match=r"(?s)Unknown config key 'train.learning_rate'.*"
+                                       r'optimizer.learning_rate'):
+    load_config(bad)
+  with pytest.raises(FileNotFoundError, match='No config file'):
+    load_config(tmp_path / 'missing.py')
+
+
+def test_init_text_longer_than_the_prompt_writes_nothing(tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  code = cli.main(['train', '--config', SMOKE, '--workdir', str(workdir),
+                   '--config.prompt.init=text', '--config.prompt.length=2',
+                   '--config.prompt.init_text=a rather long initial text'])
+  assert code == 2
+  assert 'init text has' in capsys.readouterr().err
+  assert not (workdir / 'manifest.json').exists() and not (workdir / 'checkpoints').exists()
