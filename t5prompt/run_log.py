@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from t5prompt.data.tf_setup import tensorflow
+
 
 class RunLog:
 
@@ -30,7 +32,7 @@ class RunLog:
     self._tensorboard(step, kind, values)
 
   def _tensorboard(self, step: int, kind: str, values: dict) -> None:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (already loaded by seqio)
+    tf = tensorflow()
     if self._writer is None:
       self._writer = tf.summary.create_file_writer(self._tensorboard_dir)
     with self._writer.as_default():

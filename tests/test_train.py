@@ -170,3 +170,22 @@ def test_prompt_tuning_learns_on_shipped_data(tmp_path):
   assert np.mean(losses[-3:]) < np.mean(losses[:3])
   assert (result['metrics']['validation']['accuracy']
           > result['initial_metrics']['validation']['accuracy'])
+
+
+def test_early_stopping_keeps_the_best_step(tmp_path):
+  """A learning rate too small to change any prediction: the dev score never improves after
+  the first eval, so patience 1 stops the run at the second eval and the first stays best."""
+  result = train(_config('--config.train.steps=20', '--config.train.eval_every=2',
+                         '--config.train.early_stopping_patience=1',
+                         '--config.optimizer.learning_rate=1e-12'), tmp_path)
+  assert result['stopped_early'] and result['steps'] == 4 and result['best_step'] == 2
+  assert sorted(int(p.name) for p in (tmp_path / 'best').iterdir() if p.name.isdigit()) == [2]
+
+
+def test_bfloat16_compute_keeps_prompt_and_optimizer_state_float32(tmp_path):
+  train(_config('--config.train.steps=2', '--config.train.eval_every=2',
+                '--config.model.dtype=bfloat16'), tmp_path)
+  state = _saved_state(tmp_path, 2)
+  assert {str(np.asarray(x).dtype) for x in jax.tree.leaves(state['trainable'])} == {'float32'}
+  assert {str(np.asarray(x).dtype) for x in jax.tree.leaves(state['opt_state'])} == {'float32',
+                                                                                      'int32'}

@@ -8,7 +8,6 @@ therefore just the step, and a resumed run sees exactly the batches it would hav
 """
 
 import dataclasses
-import os
 from typing import Iterator
 
 import numpy as np
@@ -47,7 +46,6 @@ def _pad(sequences, length: int) -> tuple[np.ndarray, int]:
 def load_tokenized(task_name: str, split: str, input_length: int,
                    target_length: int) -> TokenizedSplit:
   get_task_spec(task_name)  # registers the tasks; a clear error for an unknown name
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import seqio  # pylint: disable=import-outside-toplevel
   task = seqio.get_mixture_or_task(task_name)
   # No sequence_length: append_eos_after_trim then only appends EOS, and _pad trims (counted).

@@ -8,9 +8,9 @@ puts T5's benchmark name in front.
 
 import dataclasses
 import functools
-import os
 
 from t5prompt.data import superglue
+from t5prompt.data.tf_setup import tensorflow
 from t5prompt.data.vocab import get_vocabulary
 
 
@@ -29,7 +29,7 @@ TASK_SPECS: dict[str, TaskSpec] = {}
 def _superglue_dataset_fn(task_name: str, with_prefix: bool):
   def dataset_fn(split, shuffle_files=False, seed=None):
     del shuffle_files, seed  # one file per split; shuffling is the pipeline's job
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf = tensorflow()
     rows = superglue.load_split(task_name, split, with_prefix)
     return tf.data.Dataset.from_tensor_slices(
         {key: [row[key] for row in rows] for key in ('inputs', 'targets', 'label', 'idx')})
@@ -39,7 +39,7 @@ def _superglue_dataset_fn(task_name: str, with_prefix: bool):
 @functools.cache
 def register_tasks() -> tuple[str, ...]:
   """Registers every task with seqio (once) and returns their names."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  tensorflow()
   import seqio  # pylint: disable=import-outside-toplevel
   vocabulary = get_vocabulary()
   features = {'inputs': seqio.Feature(vocabulary, add_eos=True),

@@ -12,6 +12,8 @@ import functools
 import os
 from pathlib import Path
 
+from t5prompt.data.tf_setup import tensorflow
+
 NUM_EXTRA_IDS = 100
 SPM_RELATIVE_PATH = 't5_spm/sentencepiece.model'
 
@@ -36,7 +38,7 @@ def default_spm_path() -> Path:
 @functools.cache
 def get_vocabulary(spm_path: str | None = None):
   """A seqio SentencePieceVocabulary with T5's 100 extra ids (cached per path)."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's start-up chatter
+  tensorflow()  # quiet, and off the accelerators, before seqio imports it
   import seqio  # pylint: disable=import-outside-toplevel  (brings TensorFlow: import lazily)
   path = str(spm_path or default_spm_path())
   return seqio.SentencePieceVocabulary(path, extra_ids=NUM_EXTRA_IDS)
