@@ -127,6 +127,39 @@ def _import_peft(args) -> int:
   return 0
 
 
+def _data_list(args) -> int:
+  from t5prompt.data.tasks import describe_tasks  # pylint: disable=import-outside-toplevel
+  for task in describe_tasks():
+    if args.task and args.task not in task['task']:
+      continue
+    labels = f" labels={'/'.join(task['labels'])}" if task['labels'] else ''
+    print(f"{task['task']}  metric={task['metric']} eval={task['eval_mode']}{labels}")
+    for split, where in task['splits'].items():
+      print(f'    {split:18s} {where}')
+  return 0
+
+
+def _data_show(args) -> int:
+  from t5prompt.data.pipeline import load_tokenized  # pylint: disable=import-outside-toplevel
+  from t5prompt.data.tasks import get_task_spec  # pylint: disable=import-outside-toplevel
+  from t5prompt.data.vocab import get_vocabulary  # pylint: disable=import-outside-toplevel
+  spec = get_task_spec(args.task)
+  data = load_tokenized(args.task, args.split, args.input_length,
+                        args.target_length or spec.target_length)
+  vocabulary = get_vocabulary()
+  print(f'{args.task} [{args.split}]: {len(data)} examples, from {spec.source.locate(args.split)}'
+        f'\n  truncated to {args.input_length} input tokens: {data.truncated_inputs}; targets: '
+        f'{data.truncated_targets}')
+  for row in range(min(args.num, len(data))):
+    record = data.records[row]
+    length = int((data.inputs[row] > 0).sum())
+    print(f'--- {row}: label={record["label"]} group={record["group"]!r} answers='
+          f'{record["answers"][:3]}\n  inputs  ({length} tokens): '
+          f'{vocabulary.decode(data.inputs[row].tolist())[:400]!r}\n  targets: '
+          f'{vocabulary.decode(data.targets[row].tolist())!r}')
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5prompt', description='Prompt methods on a frozen Flax T5, from Small to XXL.')
@@ -180,6 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
   import_.add_argument('--encoder-rows-only', action='store_true',
                        help='accept an adapter that also prompts the decoder; keep its encoder rows')
   import_.set_defaults(run=_import_peft)
+
+  data = commands.add_parser('data', help='Tasks and their data.')
+  data_commands = data.add_subparsers(dest='data_command', required=True)
+  data_list = data_commands.add_parser('list', help='Every task, its splits and where each '
+                                       'split is read from (or why it is missing).')
+  data_list.add_argument('task', nargs='?', default='', help='only tasks whose name contains this')
+  data_list.set_defaults(run=_data_list)
+  data_show = data_commands.add_parser('show', help='Rendered examples of a task split.')
+  data_show.add_argument('task')
+  data_show.add_argument('--split', default='validation')
+  data_show.add_argument('--num', type=int, default=3)
+  data_show.add_argument('--input-length', type=int, default=512)
+  data_show.add_argument('--target-length', type=int, default=0)
+  data_show.set_defaults(run=_data_show)
   return parser
 
 

@@ -1,13 +1,14 @@
 """Evaluation on named eval sets: rank classification or decode-and-match, per task.
 
 Evals are a dict of named sets (in-domain dev and domain-shift sets are just entries), each a
-`TokenizedSplit`; the result is {set name: {metric: value}} with scores in percent.
+(TaskSpec, TokenizedSplit); the result is {set name: metrics} with scores in percent.
 """
 
 import numpy as np
 
+from t5prompt import metrics
 from t5prompt.data.pipeline import TokenizedSplit, eval_batches
-from t5prompt.data.tasks import TaskSpec
+from t5prompt.data.spec import TaskSpec
 from t5prompt.models import decode
 
 
@@ -23,40 +24,39 @@ def label_targets(spec: TaskSpec, vocabulary, target_length: int) -> np.ndarray:
   return out
 
 
+def decode_texts(model, params, data: TokenizedSplit, vocabulary, batch_size: int,
+                 max_examples: int = 0) -> list[str]:
+  texts = []
+  for batch, count in eval_batches(data, batch_size, max_examples):
+    tokens = np.asarray(decode.greedy_decode(model, params, batch['inputs'],
+                                             data.targets.shape[1]))
+    texts += [vocabulary.decode(row.tolist()) for row in tokens[:count]]
+  return texts
+
+
 def predict(model, params, data: TokenizedSplit, spec: TaskSpec, vocabulary, batch_size: int,
-            max_examples: int = 0) -> np.ndarray:
-  """Predicted label index per example; -1 where a decoded text is not a label."""
-  predictions = []
+            max_examples: int = 0):
+  """Label indices (-1 where a decoded text is not a label), or texts for QA metrics."""
+  if spec.metric in metrics.TEXT_METRICS:
+    return decode_texts(model, params, data, vocabulary, batch_size, max_examples)
   if spec.eval_mode == 'rank':
     targets = label_targets(spec, vocabulary, data.targets.shape[1])
+    predictions = []
     for batch, count in eval_batches(data, batch_size, max_examples):
       scores = decode.rank_scores(model, params, batch['inputs'], targets)
       predictions.append(np.asarray(scores).argmax(axis=-1)[:count])
-  elif spec.eval_mode == 'decode':
+    return np.concatenate(predictions).astype(np.int32)
+  if spec.eval_mode == 'decode':
     index = {label: row for row, label in enumerate(spec.label_names)}
-    for batch, count in eval_batches(data, batch_size, max_examples):
-      tokens = np.asarray(decode.greedy_decode(model, params, batch['inputs'],
-                                               data.targets.shape[1]))
-      texts = [vocabulary.decode(row.tolist()) for row in tokens[:count]]
-      predictions.append(np.array([index.get(text.strip(), -1) for text in texts]))
-  else:
-    raise ValueError(f'Unknown eval_mode {spec.eval_mode!r}; use "rank" or "decode".')
-  return np.concatenate(predictions).astype(np.int32)
+    texts = decode_texts(model, params, data, vocabulary, batch_size, max_examples)
+    return np.array([index.get(text.strip(), -1) for text in texts], np.int32)
+  raise ValueError(f'Unknown eval_mode {spec.eval_mode!r}; use "rank" or "decode".')
 
 
-def classification_metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  if (labels < 0).any():
-    raise ValueError('This split has unlabelled examples (a test split?); evaluate on a '
-                     'labelled split such as validation.')
-  return {'accuracy': 100.0 * float(np.mean(predictions == labels)),
-          'invalid_rate': 100.0 * float(np.mean(predictions < 0)),
-          'num_examples': int(len(labels))}
-
-
-def evaluate(model, params, eval_sets: dict[str, TokenizedSplit], spec: TaskSpec, vocabulary,
+def evaluate(model, params, eval_sets: dict[str, tuple[TaskSpec, TokenizedSplit]], vocabulary,
              batch_size: int, max_examples: int = 0) -> dict[str, dict[str, float]]:
   results = {}
-  for name, data in eval_sets.items():
+  for name, (spec, data) in eval_sets.items():
     predictions = predict(model, params, data, spec, vocabulary, batch_size, max_examples)
-    results[name] = classification_metrics(predictions, data.labels[:len(predictions)])
+    results[name] = metrics.compute(spec.metric, predictions, data.records[:len(predictions)])
   return results

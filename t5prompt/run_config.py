@@ -43,7 +43,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.train_split = 'train'
   config.task.eval_splits = ('validation',)
   config.task.input_length = 512
-  config.task.target_length = 8
+  config.task.target_length = 0  # 0 = the task's own (8 for classification, 32 for QA)
+  config.task.extra_evals = ()  # domain-shift sets, 'task:split' (e.g. 'mrqa_drop:validation')
   config.task.eval_mode = ''  # '' = the task's own (rank or decode)
 
   config.optimizer = ml_collections.ConfigDict()
@@ -151,8 +152,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
        f'prompt.length must be positive, got {config.prompt.length}')
   need(config.prompt.init in INIT_NAMES,
        f'prompt.init must be one of {INIT_NAMES}, got {config.prompt.init!r}')
-  need(config.task.input_length > 0 and config.task.target_length > 0,
-       'task.input_length and task.target_length must be positive')
+  need(config.task.input_length > 0, 'task.input_length must be positive')
+  need(config.task.target_length >= 0, 'task.target_length must be >= 0 (0: the task\'s own)')
   need(config.task.eval_mode in EVAL_MODES, f'task.eval_mode must be one of {EVAL_MODES}')
   need(config.optimizer.learning_rate > 0, 'optimizer.learning_rate must be positive')
   need(config.optimizer.warmup_steps >= 0, 'optimizer.warmup_steps must be >= 0')
@@ -166,8 +167,17 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     need(bool(config.prompt.init_text), 'prompt.init="text" needs prompt.init_text')
   if problems:
     raise ValueError('Invalid config:\n  ' + '\n  '.join(problems))
+  _check_task(config)
   config.lock()
   return config
+
+
+def _check_task(config) -> None:
+  """The task names exist (nearest names suggested) before any compute."""
+  from t5prompt.data.tasks import get_task_spec  # pylint: disable=import-outside-toplevel
+  get_task_spec(config.task.name)
+  for entry in config.task.extra_evals:
+    get_task_spec(entry.partition(':')[0])
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.ConfigDict:

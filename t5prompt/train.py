@@ -117,6 +117,34 @@ def initial_params(config, backbone: Backbone, model: T5, spec, vocabulary,
   return {**backbone.params, 'prompt': {'prompt': jnp.asarray(prompt, jnp.float32)}}, record
 
 
+def task_spec(config, task_name: str = ''):
+  """The TaskSpec of the config's task (or `task_name`), with the config's eval_mode if set."""
+  spec = get_task_spec(task_name or config.task.name)
+  if config.task.eval_mode and spec.label_names:
+    spec = dataclasses.replace(spec, eval_mode=config.task.eval_mode)
+  return spec
+
+
+def target_length(config, spec) -> int:
+  return config.task.target_length or spec.target_length
+
+
+def load_eval_sets(config, splits: tuple[str, ...] = ()) -> dict:
+  """{name: (spec, tokenized split)}: the task's eval splits (named by split), then the
+  domain-shift sets of `task.extra_evals` (named `task:split`)."""
+  eval_sets = {}
+  for split in splits or config.task.eval_splits:
+    spec = task_spec(config)
+    eval_sets[split] = (spec, pipeline.load_tokenized(
+        spec.name, split, config.task.input_length, target_length(config, spec)))
+  for entry in () if splits else config.task.extra_evals:
+    task_name, _, split = entry.partition(':')
+    spec = task_spec(config, task_name)
+    eval_sets[entry] = (spec, pipeline.load_tokenized(
+        task_name, split or 'validation', config.task.input_length, target_length(config, spec)))
+  return eval_sets
+
+
 def manifest_for(config, backbone: Backbone) -> dict[str, Any]:
   """What a resumed run must share with the run that wrote the checkpoints."""
   return {
@@ -151,15 +179,11 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
 
   # --- Backbone, task data ---------------------------------------------------------------
   backbone = load_model_backbone(config.model)
-  spec = get_task_spec(config.task.name)
-  if config.task.eval_mode:
-    spec = dataclasses.replace(spec, eval_mode=config.task.eval_mode)
+  spec = task_spec(config)
   vocabulary = get_vocabulary()
   train_data = pipeline.load_tokenized(config.task.name, config.task.train_split,
-                                       config.task.input_length, config.task.target_length)
-  eval_sets = {split: pipeline.load_tokenized(config.task.name, split, config.task.input_length,
-                                              config.task.target_length)
-               for split in config.task.eval_splits}
+                                       config.task.input_length, target_length(config, spec))
+  eval_sets = load_eval_sets(config)
 
   # --- Model & optimizer ------------------------------------------------------------------
   model = build_model(backbone.config, config.method, config.prompt.length)
@@ -191,7 +215,7 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
   train_step = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
 
   def run_evals(step: int) -> dict:
-    results = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, spec, vocabulary,
+    results = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, vocabulary,
                        config.train.eval_batch_size, config.train.max_eval_examples)
     for name, metrics in results.items():
       run_log.write(step, f'eval/{name}', metrics)
@@ -226,7 +250,7 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
       progress.set_postfix(loss=f'{metrics["loss"]:.4f}')
     if step % config.train.eval_every == 0 or step == steps:
       results = run_evals(step)
-      score = results[first_eval_set][spec.metric]
+      score = results[first_eval_set]['score']
       if loop['best_score'] is None or score > loop['best_score']:
         loop.update(best_score=score, best_step=step, best_metrics=results, evals_since_best=0)
         checkpoints.save_best(step, trainable)
@@ -279,7 +303,8 @@ def load_run_config(workdir: str | os.PathLike):
     raise FileNotFoundError(f'{workdir} is not a run directory (no config.json); give the '
                             '--workdir a `t5prompt train` wrote.')
   record = json.loads(path.read_text())
-  record['task']['eval_splits'] = tuple(record['task']['eval_splits'])
+  for key in ('eval_splits', 'extra_evals'):
+    record['task'][key] = tuple(record['task'].get(key, ()))
   return validate(ml_collections.ConfigDict(record))
 
 
@@ -289,9 +314,7 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
   config = load_run_config(workdir)
   backbone = load_model_backbone(config.model)
   check_or_write_manifest(workdir, manifest_for(config, backbone))  # same backbone, or refuse
-  spec = get_task_spec(config.task.name)
-  if config.task.eval_mode:
-    spec = dataclasses.replace(spec, eval_mode=config.task.eval_mode)
+  spec = task_spec(config)
   model = build_model(backbone.config, config.method, config.prompt.length)
   rules = optim.label_rules(config.method)
   params, _ = initial_params(config, backbone, model, spec, get_vocabulary(),
@@ -310,9 +333,7 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
   else:
     raise ValueError(f'which must be "best" or "latest", got {which!r}.')
   checkpoints.close()
-  eval_sets = {split: pipeline.load_tokenized(config.task.name, split, config.task.input_length,
-                                              config.task.target_length)
-               for split in (splits or config.task.eval_splits)}
-  metrics = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, spec,
-                     get_vocabulary(), config.train.eval_batch_size)
+  eval_sets = load_eval_sets(config, splits)
+  metrics = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, get_vocabulary(),
+                     config.train.eval_batch_size)
   return {'workdir': str(workdir), 'checkpoint': which, 'step': step, 'metrics': metrics}

@@ -4,6 +4,7 @@ with a message that names the problem and writes nothing."""
 import pytest
 
 from t5prompt import cli
+from t5prompt.data.tasks import get_task_spec
 from t5prompt.run_config import apply_override, default_config, load_config
 
 from conftest import REPO
@@ -31,7 +32,9 @@ def test_paper_defaults():
   config = default_config()
   assert (config.prompt.length, config.prompt.init) == (100, 'class_label')
   assert (config.train.batch_size, config.train.steps) == (32, 30000)
-  assert (config.task.input_length, config.task.target_length) == (512, 8)
+  # Targets 8 for classification (the paper); 0 means the task's own length.
+  assert (config.task.input_length, config.task.target_length) == (512, 0)
+  assert get_task_spec(config.task.name).target_length == 8
   assert config.model.dropout_rate == 0.1
 
 
@@ -42,6 +45,9 @@ def test_paper_defaults():
     ('--config.prompt.init=zeros', "prompt.init must be one of .*got 'zeros'"),
     ('--config.method=lora', "method must be one of"),
     ('--config.prompt.init=text', 'prompt.init="text" needs prompt.init_text'),
+    ('--config.task.name=superglue_rtee', "Unknown task 'superglue_rtee'. Did you mean "
+                                          'superglue_rte'),
+    ('--config.task.extra_evals=mrqa_dorp:validation', "Did you mean mrqa_drop"),
 ])
 def test_bad_config_is_refused_before_anything_is_written(override, message, tmp_path, capsys):
   workdir = tmp_path / 'run'

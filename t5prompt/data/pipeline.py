@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from t5prompt.data.tasks import get_task_spec
+from t5prompt.data.tasks import get_task_spec, register_tasks
 
 EOS_ID = 1
 
@@ -26,6 +26,7 @@ class TokenizedSplit:
   labels: np.ndarray  # int32 [n], -1 when unlabelled
   truncated_inputs: int
   truncated_targets: int
+  records: list  # the text-to-text records (answers, groups) the metrics need, in order
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -45,22 +46,29 @@ def _pad(sequences, length: int) -> tuple[np.ndarray, int]:
 
 def load_tokenized(task_name: str, split: str, input_length: int,
                    target_length: int) -> TokenizedSplit:
-  get_task_spec(task_name)  # registers the tasks; a clear error for an unknown name
+  """A split tokenized by its seqio Task, padded to fixed lengths, with its records."""
+  spec = get_task_spec(task_name)
+  register_tasks()
+  spec.source.locate(split)  # a clear error naming where it looked, before TF gets involved
   import seqio  # pylint: disable=import-outside-toplevel
   task = seqio.get_mixture_or_task(task_name)
   # No sequence_length: append_eos_after_trim then only appends EOS, and _pad trims (counted).
   dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
-  inputs, targets, labels = [], [], []
+  inputs, targets = [], []
   for example in dataset.as_numpy_iterator():
     inputs.append(example['inputs'])
     targets.append(example['targets'])
-    labels.append(int(example['label']))
-  if not labels:
+  records = spec.records(split)
+  if not records:
     raise ValueError(f'{task_name} {split!r} has no examples.')
+  if len(records) != len(inputs):
+    raise RuntimeError(f'{task_name} {split!r}: seqio gave {len(inputs)} examples for '
+                       f'{len(records)} records.')
   inputs, truncated_inputs = _pad(inputs, input_length)
   targets, truncated_targets = _pad(targets, target_length)
-  return TokenizedSplit(task_name, split, inputs, targets, np.asarray(labels, np.int32),
-                        truncated_inputs, truncated_targets)
+  labels = np.asarray([r['label'] for r in records], np.int32)
+  return TokenizedSplit(task_name, split, inputs, targets, labels, truncated_inputs,
+                        truncated_targets, records)
 
 
 def example_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:

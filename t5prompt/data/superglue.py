@@ -1,87 +1,153 @@
-"""SuperGLUE from local files in the original release format (`<Task>/{train,val,test}.jsonl`,
-plus FewGLUE's 32-example `fewglue_32/{train,dev32}.jsonl`), as T5 text-to-text examples.
+"""SuperGLUE (and the AX-b/AX-g diagnostics) in T5's text-to-text formats.
 
-The text formats are T5's (`t5.data.preprocessors.glue`): the feature names in sorted order,
-each followed by its text, optionally after the benchmark name as a task prefix. The paper
-trained without the prefix.
+Sources: TFDS `super_glue/*` when prepared, else the release files under
+`$T5PROMPT_DATA_DIR/superglue/<Task>/` (`train/val/test.jsonl`, FewGLUE's `fewglue_32/`).
+Formats follow T5 (`t5.data.preprocessors.glue` and its SuperGLUE variants): the benchmark name
+as an optional prefix, then `feature: text` pairs. Where we simplify, the docstring says so.
 """
 
-import dataclasses
-import json
-from pathlib import Path
-from typing import Callable, Iterator
+import functools
+import re
 
-from t5prompt.data.vocab import data_dir
+from t5prompt.data.sources import Source, read_jsonl
+from t5prompt.data.spec import TaskSpec, labelled, record
 
-# split name -> file inside the task's directory
-SPLIT_FILES = {
-    'train': 'train.jsonl',
-    'validation': 'val.jsonl',
-    'test': 'test.jsonl',
-    'fewglue_train': 'fewglue_32/train.jsonl',
-    'fewglue_dev32': 'fewglue_32/dev32.jsonl',
-}
+HOW_TO_GET = ('Get the SuperGLUE release (https://super.gluebenchmark.com/tasks) and unpack it '
+              'under $T5PROMPT_DATA_DIR/superglue/, or prepare TFDS super_glue in $TFDS_DATA_DIR.')
+SPLIT_FILES = {'train': 'train.jsonl', 'validation': 'val.jsonl', 'test': 'test.jsonl',
+               'fewglue_train': 'fewglue_32/train.jsonl', 'fewglue_dev32': 'fewglue_32/dev32.jsonl'}
+TFDS_SPLITS = {'train': 'train', 'validation': 'validation', 'test': 'test'}
 
 
-@dataclasses.dataclass(frozen=True)
-class SuperGlueTask:
-  name: str  # T5's benchmark name, the task prefix
-  directory: str  # the release's directory name
-  label_names: tuple[str, ...]
-  feature_names: tuple[str, ...]  # in T5's (sorted) order
-  label_of: Callable[[object], int]
+def _source(directory: str, tfds_config: str, from_tfds=lambda example: example,
+            splits=tuple(SPLIT_FILES)) -> Source:
+  return Source({split: [f'superglue/{directory}/{SPLIT_FILES[split]}'] for split in splits},
+                read_jsonl, f'super_glue/{tfds_config}', TFDS_SPLITS, from_tfds, HOW_TO_GET)
 
 
-def _index_of(names):
-  return lambda label: names.index(label)
+def _glue_text(benchmark: str, pairs, with_prefix: bool) -> str:
+  parts = [benchmark] if with_prefix else []
+  for feature, text in pairs:
+    parts += [f'{feature}:', str(text)]
+  return ' '.join(parts)
 
+
+def _classification(name: str, benchmark: str, features, label_names, example, split,
+                    with_prefix, group_field: str = ''):
+  inputs = _glue_text(benchmark, [(f, example[f]) for f in features], with_prefix)
+  group = str(example.get(group_field, '')) if group_field else ''
+  if 'label' not in example or example['label'] == -1:
+    return [record(inputs, '', group=group)]  # unlabelled (test)
+  label = labelled(label_names, example['label'], name, f' (idx {example.get("idx")}, {split})')
+  return [record(inputs, label_names[label], label, group=group)]
+
+
+def _classification_task(name, benchmark, directory, tfds_config, features, label_names,
+                         metric='accuracy', splits=tuple(SPLIT_FILES), description=''):
+  return TaskSpec(
+      name=name, source=_source(directory, tfds_config, splits=splits),
+      to_records=functools.partial(_classification, name, benchmark, features, label_names),
+      metric=metric, label_names=label_names, description=description)
+
+
+def _remove_markup(text: str) -> str:
+  """MultiRC paragraphs carry HTML (`<b>Sent 1: </b>`, `<br>`); T5 feeds plain text."""
+  return re.sub(r'\s+', ' ', re.sub(r'<[^>]+>', ' ', text)).strip()
+
+
+def _multirc(example, split, with_prefix):
+  """One record per answer option (label False/True), grouped by question for EM."""
+  del split
+  paragraph = _remove_markup(example['passage']['text'])
+  out = []
+  for question in example['passage']['questions']:
+    group = f'{example["idx"]}-{question["idx"]}'
+    for answer in question['answers']:
+      inputs = _glue_text('multirc', [('question', question['question']),
+                                      ('answer', answer['text']), ('paragraph', paragraph)],
+                          with_prefix)
+      label = labelled(('False', 'True'), answer.get('label', -1), 'multirc',
+                       f' (question {group})') if 'label' in answer else -1
+      out.append(record(inputs, ('False', 'True')[label] if label >= 0 else '', label,
+                        group=group))
+  return out
+
+
+def _record_passage(text: str) -> str:
+  """T5's ReCoRD cleanup: `@highlight` bullet lines become sentences."""
+  text = re.sub(r'(\.|\?|\!|\"|\')\n@highlight\n', r'\1 ', text)
+  return re.sub(r'\n@highlight\n', '. ', text)
+
+
+def _record(example, split, with_prefix):
+  """T5's ReCoRD format: the query, the passage's entities, the passage; the target is an
+  answer entity. Training has one record per answer; evaluation one per query, scored by
+  max over the gold answers."""
+  passage = example['passage']['text']
+  entities = list(dict.fromkeys(passage[span['start']:span['end'] + 1]
+                                for span in example['passage']['entities']))
+  clean = _record_passage(passage)
+  out = []
+  for qa in example['qas']:
+    inputs = _glue_text('record', [('query', qa['query']), ('entities', ', '.join(entities)),
+                                   ('passage', clean)], with_prefix)
+    answers = list(dict.fromkeys(answer['text'] for answer in qa.get('answers', [])))
+    if split in ('train', 'fewglue_train'):
+      out.extend(record(inputs, answer, answers=answers, group=str(qa['idx']))
+                 for answer in answers)
+    else:
+      out.append(record(inputs, answers[0] if answers else '', answers=answers,
+                        group=str(qa['idx'])))
+  return out
+
+
+def _wsc_from_tfds(example):
+  return {**example, 'target': {key: example[key] for key in (
+      'span1_index', 'span2_index', 'span1_text', 'span2_text')}}
+
+
+def _wsc(example, split, with_prefix):
+  """WSC as a yes/no question about one (noun, pronoun) pair. (T5 proper decodes the referent,
+  `wsc_simple`; the binary form keeps every SuperGLUE task on rank classification.)"""
+  target = example['target']
+  flat = {'span1_text': target['span1_text'], 'span2_text': target['span2_text'],
+          'text': example['text'], 'label': example.get('label'), 'idx': example.get('idx')}
+  if flat['label'] is None:
+    flat.pop('label')
+  return _classification('wsc', 'wsc', ('span1_text', 'span2_text', 'text'), ('False', 'True'),
+                         flat, split, with_prefix)
+
+
+BOOLEAN = ('False', 'True')
+ENTAILMENT_2 = ('entailment', 'not_entailment')
 
 TASKS = {
-    'boolq': SuperGlueTask('boolq', 'BoolQ', ('False', 'True'), ('passage', 'question'),
-                           lambda label: int(bool(label))),
-    'cb': SuperGlueTask('cb', 'CB', ('entailment', 'contradiction', 'neutral'),
-                        ('hypothesis', 'premise'),
-                        _index_of(['entailment', 'contradiction', 'neutral'])),
-    'rte': SuperGlueTask('rte', 'RTE', ('entailment', 'not_entailment'), ('hypothesis', 'premise'),
-                         _index_of(['entailment', 'not_entailment'])),
+    'boolq': _classification_task('boolq', 'boolq', 'BoolQ', 'boolq', ('passage', 'question'),
+                                  BOOLEAN),
+    'cb': _classification_task('cb', 'cb', 'CB', 'cb', ('hypothesis', 'premise'),
+                               ('entailment', 'contradiction', 'neutral'), metric='cb'),
+    'copa': _classification_task('copa', 'copa', 'COPA', 'copa',
+                                 ('choice1', 'choice2', 'premise', 'question'),
+                                 ('choice1', 'choice2')),
+    'multirc': TaskSpec('multirc', _source('MultiRC', 'multirc'), _multirc, 'multirc',
+                        BOOLEAN),
+    'record': TaskSpec('record', _source('ReCoRD', 'record'), _record, 'record',
+                       eval_mode='decode', target_length=32),
+    'rte': _classification_task('rte', 'rte', 'RTE', 'rte', ('hypothesis', 'premise'),
+                                ENTAILMENT_2),
+    'wic': _classification_task('wic', 'wic', 'WiC', 'wic', ('sentence1', 'sentence2', 'word'),
+                                BOOLEAN),
+    'wsc': TaskSpec('wsc', _source('WSC', 'wsc.fixed', _wsc_from_tfds), _wsc, 'accuracy',
+                    BOOLEAN),
+    # Diagnostics: evaluated with an RTE-trained prompt, hence RTE's format and labels.
+    'axb': TaskSpec('axb', Source({'test': ['superglue/AX-b/AX-b.jsonl']}, read_jsonl,
+                                  'super_glue/axb', {'test': 'test'}, how_to_get=HOW_TO_GET),
+                    functools.partial(_classification, 'axb', 'rte', ('sentence1', 'sentence2'),
+                                      ENTAILMENT_2), 'axb', ENTAILMENT_2),
+    'axg': TaskSpec('axg', Source({'test': ['superglue/AX-g/AX-g.jsonl']}, read_jsonl,
+                                  'super_glue/axg', {'test': 'test'}, how_to_get=HOW_TO_GET),
+                    functools.partial(_classification, 'axg', 'rte', ('hypothesis', 'premise'),
+                                      ENTAILMENT_2, group_field='pair_id'), 'axg', ENTAILMENT_2),
 }
-
-
-def split_path(task: SuperGlueTask, split: str, root: Path | None = None) -> Path:
-  if split not in SPLIT_FILES:
-    raise ValueError(f'Unknown split {split!r}; SuperGLUE splits are {", ".join(SPLIT_FILES)}.')
-  return (root or data_dir()) / 'superglue' / task.directory / SPLIT_FILES[split]
-
-
-def read_jsonl(path: Path) -> Iterator[dict]:
-  with open(path, encoding='utf-8') as lines:
-    for number, line in enumerate(lines, 1):
-      if line.strip():
-        try:
-          yield json.loads(line)
-        except json.JSONDecodeError as error:
-          raise ValueError(f'{path}:{number} is not valid JSON ({error.msg}); is this the '
-                           'original SuperGLUE jsonl?') from error
-
-
-def text_to_text(task: SuperGlueTask, example: dict, with_prefix: bool) -> dict:
-  """One release example -> {'inputs', 'targets', 'label', 'idx'}; label -1 when unlabelled."""
-  parts = [task.name] if with_prefix else []
-  for feature in task.feature_names:
-    parts += [f'{feature}:', str(example[feature])]
-  label = task.label_of(example['label']) if 'label' in example else -1
-  return {'inputs': ' '.join(parts),
-          'targets': task.label_names[label] if label >= 0 else '',
-          'label': label, 'idx': int(example['idx'])}
-
-
-def load_split(task_name: str, split: str, with_prefix: bool = False,
-               root: Path | None = None) -> list[dict]:
-  task = TASKS[task_name]
-  path = split_path(task, split, root)
-  if not path.is_file():
-    raise FileNotFoundError(
-        f'SuperGLUE {task.directory} {split!r} not found: looked for {path}. Put the SuperGLUE '
-        f'release (https://super.gluebenchmark.com/tasks) under $T5PROMPT_DATA_DIR/superglue/, '
-        'one directory per task, or pick a split that exists.')
-  return [text_to_text(task, example, with_prefix) for example in read_jsonl(path)]
+# The eight tasks of the SuperGLUE score (the diagnostics are not in it).
+SCORED_TASKS = ('boolq', 'cb', 'copa', 'multirc', 'record', 'rte', 'wic', 'wsc')

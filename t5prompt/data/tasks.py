@@ -1,67 +1,93 @@
-"""The seqio Tasks t5prompt trains and evaluates on, registered in this one place.
+"""Every task t5prompt trains and evaluates on, registered with seqio in this one place.
 
-Each task is a standard seqio Task (usable by any seqio code: `seqio.get_mixture_or_task`) plus
-a `TaskSpec` with what the evaluator needs: the verbalised labels and how to score.
-Names: `superglue_<task>` is the paper's format (no task prefix); `superglue_<task>_prefixed`
-puts T5's benchmark name in front.
+Names: `superglue_<task>` (T5's format without the task prefix, as the paper) and
+`superglue_<task>_prefixed`; `mrqa_squad` and the out-of-domain `mrqa_<set>`; `glue_mrpc`,
+`glue_qqp`; `paraphrase_mrpc`, `paraphrase_qqp` (one shared format, for transfer between them).
+Mixture: `superglue_mixture` (the eight scored SuperGLUE tasks, examples-proportional).
+Each is a standard seqio Task (`seqio.get_mixture_or_task(name)`), and `get_task_spec(name)`
+gives t5prompt's `TaskSpec` for it (labels, metric, scoring mode, where its data is).
 """
 
 import dataclasses
+import difflib
 import functools
 
-from t5prompt.data import superglue
+from t5prompt.data import glue, mrqa, superglue
+from t5prompt.data.sources import DataNotFoundError
+from t5prompt.data.spec import TaskSpec
 from t5prompt.data.tf_setup import tensorflow
 from t5prompt.data.vocab import get_vocabulary
 
-
-@dataclasses.dataclass(frozen=True)
-class TaskSpec:
-  name: str
-  label_names: tuple[str, ...]  # verbalised labels, for rank classification and class-label init
-  eval_mode: str = 'rank'  # 'rank' (score every label) or 'decode' (greedy decode, match text)
-  metric: str = 'accuracy'
-  splits: tuple[str, ...] = tuple(superglue.SPLIT_FILES)
+SUPERGLUE_MIXTURE = 'superglue_mixture'
 
 
-TASK_SPECS: dict[str, TaskSpec] = {}
+@functools.cache
+def task_specs() -> dict[str, TaskSpec]:
+  specs = {}
+  for name, spec in superglue.TASKS.items():
+    specs[f'superglue_{name}'] = dataclasses.replace(spec, name=f'superglue_{name}')
+    specs[f'superglue_{name}_prefixed'] = dataclasses.replace(
+        spec, name=f'superglue_{name}_prefixed', with_prefix=True)
+  for name, spec in mrqa.TASKS.items():
+    specs[f'mrqa_{name}'] = dataclasses.replace(spec, name=f'mrqa_{name}')
+  for name, spec in glue.TASKS.items():
+    full = name if name.startswith('paraphrase_') else f'glue_{name}'
+    specs[full] = dataclasses.replace(spec, name=full)
+  return specs
 
 
-def _superglue_dataset_fn(task_name: str, with_prefix: bool):
+def get_task_spec(name: str) -> TaskSpec:
+  specs = task_specs()
+  if name not in specs:
+    close = difflib.get_close_matches(name, list(specs), n=3, cutoff=0.5)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    raise ValueError(f'Unknown task {name!r}.{hint} Known tasks: {", ".join(specs)}.')
+  return specs[name]
+
+
+def _dataset_fn(spec: TaskSpec):
   def dataset_fn(split, shuffle_files=False, seed=None):
     del shuffle_files, seed  # one file per split; shuffling is the pipeline's job
-    tf = tensorflow()
-    rows = superglue.load_split(task_name, split, with_prefix)
-    return tf.data.Dataset.from_tensor_slices(
-        {key: [row[key] for row in rows] for key in ('inputs', 'targets', 'label', 'idx')})
+    records = spec.records(split)
+    return tensorflow().data.Dataset.from_tensor_slices(
+        {key: [r[key] for r in records] for key in ('inputs', 'targets', 'label')})
   return dataset_fn
 
 
 @functools.cache
 def register_tasks() -> tuple[str, ...]:
-  """Registers every task with seqio (once) and returns their names."""
+  """Registers every task and the SuperGLUE mixture with seqio (once); returns the task names."""
   tensorflow()
   import seqio  # pylint: disable=import-outside-toplevel
   vocabulary = get_vocabulary()
   features = {'inputs': seqio.Feature(vocabulary, add_eos=True),
               'targets': seqio.Feature(vocabulary, add_eos=True)}
-  for task_name, task in superglue.TASKS.items():
-    for with_prefix in (False, True):
-      name = f'superglue_{task_name}' + ('_prefixed' if with_prefix else '')
-      TASK_SPECS[name] = TaskSpec(name, task.label_names)
-      if name in seqio.TaskRegistry.names():
-        continue
-      seqio.TaskRegistry.add(
-          name,
-          source=seqio.FunctionDataSource(_superglue_dataset_fn(task_name, with_prefix),
-                                          splits=tuple(superglue.SPLIT_FILES)),
-          preprocessors=[seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
-                         seqio.preprocessors.append_eos_after_trim],
-          output_features=features)
-  return tuple(TASK_SPECS)
+  for name, spec in task_specs().items():
+    if name in seqio.TaskRegistry.names():
+      continue
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(_dataset_fn(spec), splits=spec.splits),
+        preprocessors=[seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
+                       seqio.preprocessors.append_eos_after_trim],
+        output_features=features)
+  if SUPERGLUE_MIXTURE not in seqio.MixtureRegistry.names():
+    # Examples-proportional: a task's rate is its number of training records (read lazily).
+    seqio.MixtureRegistry.add(
+        SUPERGLUE_MIXTURE, [f'superglue_{name}' for name in superglue.SCORED_TASKS],
+        default_rate=lambda task: len(get_task_spec(task.name).records('train')))
+  return tuple(task_specs())
 
 
-def get_task_spec(name: str) -> TaskSpec:
-  names = register_tasks()
-  if name not in TASK_SPECS:
-    raise ValueError(f'Unknown task {name!r}; registered tasks: {", ".join(names)}.')
-  return TASK_SPECS[name]
+def describe_tasks() -> list[dict]:
+  """For `t5prompt data list`: every task, each split, and where its data is (or why not)."""
+  out = []
+  for name, spec in task_specs().items():
+    splits = {}
+    for split in spec.splits:
+      try:
+        splits[split] = spec.source.locate(split)
+      except DataNotFoundError as error:
+        splits[split] = f'MISSING: {error}'
+    out.append({'task': name, 'metric': spec.metric, 'eval_mode': spec.eval_mode,
+                'labels': list(spec.label_names), 'splits': splits})
+  return out
