@@ -284,8 +284,9 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
       'metrics': loop['best_metrics'], 'metric': spec.metric, 'best_step': loop['best_step'],
       'initial_metrics': loop.get('initial_metrics'),
       'num_trainable_params': optim.num_elements(trainable),
-      'truncated': {'train_inputs': train_data.truncated_inputs,
-                    'train_targets': train_data.truncated_targets},
+      'truncated': {'train': [train_data.truncated_inputs, train_data.truncated_targets],
+                    **{name: [data.truncated_inputs, data.truncated_targets]
+                       for name, (_, data) in eval_sets.items()}},  # [inputs, targets] cut
       'backbone': metadata['backbone'],
       'wall_time_s': time.time() - start_time,
       'device_kind': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
