@@ -27,14 +27,14 @@ def _diff(saved: Any, current: Any, prefix: str = '') -> list[str]:
   return [] if saved == current else [f'  {prefix[:-1]}: saved {saved!r}, now {current!r}']
 
 
-def check_or_write_manifest(workdir: str | os.PathLike, manifest: dict) -> bool:
-  """Writes the manifest of a new run, or checks a resumed run's against it.
-
-  Returns True when the run directory already had a manifest (a resume).
-  """
+def check_or_write_manifest(workdir: str | os.PathLike, manifest: dict,
+                            write: bool = True) -> bool:
+  """Writes the manifest of a new run (if `write`: one host writes), or checks a resumed run's
+  against it. Returns True when the run directory already had a manifest (a resume)."""
   path = Path(workdir) / MANIFEST
   if not path.exists():
-    atomic.write_json(path, manifest)
+    if write:
+      atomic.write_json(path, manifest)
     return False
   saved = json.loads(path.read_text())
   differences = _diff(saved, json.loads(json.dumps(manifest)))

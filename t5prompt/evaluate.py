@@ -10,6 +10,7 @@ from t5prompt import metrics
 from t5prompt.data.pipeline import TokenizedSplit, eval_batches
 from t5prompt.data.spec import TaskSpec
 from t5prompt.models import decode
+from t5prompt.partitioning import to_host
 
 
 def label_targets(spec: TaskSpec, vocabulary, target_length: int) -> np.ndarray:
@@ -28,8 +29,8 @@ def decode_texts(model, params, data: TokenizedSplit, vocabulary, batch_size: in
                  max_examples: int = 0) -> list[str]:
   texts = []
   for batch, count in eval_batches(data, batch_size, max_examples):
-    tokens = np.asarray(decode.greedy_decode(model, params, batch['inputs'],
-                                             data.targets.shape[1]))
+    tokens = to_host(decode.greedy_decode(model, params, batch['inputs'],
+                                          data.targets.shape[1]))
     texts += [vocabulary.decode(row.tolist()) for row in tokens[:count]]
   return texts
 
@@ -44,7 +45,7 @@ def predict(model, params, data: TokenizedSplit, spec: TaskSpec, vocabulary, bat
     predictions = []
     for batch, count in eval_batches(data, batch_size, max_examples):
       scores = decode.rank_scores(model, params, batch['inputs'], targets)
-      predictions.append(np.asarray(scores).argmax(axis=-1)[:count])
+      predictions.append(to_host(scores).argmax(axis=-1)[:count])
     return np.concatenate(predictions).astype(np.int32)
   if spec.eval_mode == 'decode':
     index = {label: row for row, label in enumerate(spec.label_names)}

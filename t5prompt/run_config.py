@@ -58,6 +58,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.optimizer.b2 = 0.999
   config.optimizer.grad_clip_norm = 0.0  # 0 = off; over trainable params only
 
+  config.partitioning = ml_collections.ConfigDict()
+  config.partitioning.mesh = (-1, 1)  # (data, model); -1 = the remaining devices
+  config.partitioning.shard_embed = False  # also shard weights' embed axis over data (XL/XXL)
+
   config.train = ml_collections.ConfigDict()
   config.train.steps = 30000
   config.train.batch_size = 32
@@ -160,6 +164,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ('steps', 'batch_size', 'eval_every', 'eval_batch_size', 'checkpoint_every',
               'keep_checkpoints', 'log_every'):
     need(config.train[key] > 0, f'train.{key} must be positive, got {config.train[key]}')
+  mesh = tuple(config.partitioning.mesh)
+  need(len(mesh) == 2 and all(isinstance(n, int) and (n > 0 or n == -1) for n in mesh)
+       and mesh.count(-1) <= 1,
+       f'partitioning.mesh must be (data, model) with positive sizes or one -1, got {mesh}')
   need(config.train.early_stopping_patience >= 0, 'train.early_stopping_patience must be >= 0')
   if config.prompt.init == 'file':
     need(bool(config.prompt.init_file), 'prompt.init="file" needs prompt.init_file')

@@ -11,9 +11,10 @@ from t5prompt.data.tf_setup import tensorflow
 
 class RunLog:
 
-  def __init__(self, workdir: str | os.PathLike, resume_step: int = 0):
+  def __init__(self, workdir: str | os.PathLike, resume_step: int = 0, enabled: bool = True):
+    self.enabled = enabled  # False on all hosts but one
     self.path = Path(workdir) / 'metrics.jsonl'
-    if self.path.exists():
+    if enabled and self.path.exists():
       self._drop_after(resume_step)
     self._tensorboard_dir = str(Path(workdir) / 'tensorboard')
     self._writer = None
@@ -26,6 +27,8 @@ class RunLog:
 
   def write(self, step: int, kind: str, values: dict) -> None:
     """kind: 'train' or 'eval/<set>'; values: name -> number."""
+    if not self.enabled:
+      return
     record = {'step': int(step), 'kind': kind, **{k: float(v) for k, v in values.items()}}
     with open(self.path, 'a', encoding='utf-8') as handle:
       handle.write(json.dumps(record) + '\n')

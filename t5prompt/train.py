@@ -33,6 +33,8 @@ from t5prompt.evaluate import evaluate
 from t5prompt.models import T5, T5Config, get_size
 from t5prompt.models.convert import load_backbone, params_hash
 from t5prompt.models.decode import shift_right
+from t5prompt.partitioning import (Partitioning, logical_param_specs, make_partitioning,
+                                   state_shardings, to_host)
 from t5prompt.prompts import SoftPrompt, make_initializer
 from t5prompt.run_log import RunLog
 
@@ -160,10 +162,11 @@ def manifest_for(config, backbone: Backbone) -> dict[str, Any]:
   }
 
 
-def _progress(total: int, initial: int):
+def _progress(total: int, initial: int, enabled: bool = True):
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   return tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True, file=sys.stderr,
-              mininterval=1.0 if sys.stderr.isatty() else 30.0, desc='train')
+              mininterval=1.0 if sys.stderr.isatty() else 30.0, desc='train',
+              disable=not enabled)
 
 
 def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
@@ -175,7 +178,14 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
     if result.get('config') == json.loads(config.to_json()):
       print(f'{workdir} already finished; result.json kept.', file=sys.stderr)
       return result
+  partitioning = make_partitioning(config.partitioning.mesh, config.partitioning.shard_embed)
+  with partitioning.activate():
+    return _train(config, workdir, partitioning)
+
+
+def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   start_time = time.time()
+  is_writer = jax.process_index() == 0  # one host writes logs, results and exports
 
   # --- Backbone, task data ---------------------------------------------------------------
   backbone = load_model_backbone(config.model)
@@ -191,13 +201,23 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
   optimizer = optim.make_optimizer(config.optimizer, rules)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.train.seed))
   params, init_record = initial_params(config, backbone, model, spec, vocabulary, init_rng)
+
+  # --- Sharding: params by the logical rules, optimizer state following its params --------
+  param_shardings = partitioning.shardings(logical_param_specs(model))
+  trainable_shardings, frozen_shardings = optim.split_params(param_shardings, rules)
   trainable, frozen = optim.split_params(params, rules)
-  opt_state = optimizer.init(trainable)
+  trainable = partitioning.put(trainable, trainable_shardings)
+  frozen = partitioning.put(frozen, frozen_shardings)
+  opt_shardings = state_shardings(jax.eval_shape(optimizer.init, trainable), trainable_shardings,
+                                  trainable, partitioning)
+  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
+  dropout_rng = jax.device_put(dropout_rng, partitioning.replicated)
 
   # --- State: fresh or resumed ------------------------------------------------------------
   workdir.mkdir(parents=True, exist_ok=True)
-  resuming = check_or_write_manifest(workdir, manifest_for(config, backbone))
-  atomic.write_json(workdir / 'config.json', json.loads(config.to_json()))
+  resuming = check_or_write_manifest(workdir, manifest_for(config, backbone), write=is_writer)
+  if is_writer:
+    atomic.write_json(workdir / 'config.json', json.loads(config.to_json()))
   checkpoints = RunCheckpoints(workdir, keep=config.train.keep_checkpoints)
   loop = {'step': 0, 'data_position': 0, 'best_score': None, 'best_step': None,
           'best_metrics': None, 'evals_since_best': 0, 'init': init_record}
@@ -209,10 +229,17 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
     trainable, opt_state = state['trainable'], state['opt_state']
     dropout_rng = jax.random.wrap_key_data(state['rng'])
     print(f'resuming {workdir} at step {loop["step"]}', file=sys.stderr)
-  run_log = RunLog(workdir, resume_step=loop['step'])
+  run_log = RunLog(workdir, resume_step=loop['step'], enabled=is_writer)
 
-  # --- The update step --------------------------------------------------------------------
-  train_step = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
+  # --- The update step: one jit, explicit shardings, train state donated ------------------
+  batch_shardings = {'inputs': partitioning.batch_sharding(), 'targets':
+                     partitioning.batch_sharding()}
+  train_step = jax.jit(
+      make_train_step(model, optimizer),
+      in_shardings=(trainable_shardings, opt_shardings, frozen_shardings, batch_shardings,
+                    partitioning.replicated, partitioning.replicated),
+      out_shardings=(trainable_shardings, opt_shardings, partitioning.replicated),
+      donate_argnums=(0, 1))
 
   def run_evals(step: int) -> dict:
     results = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, vocabulary,
@@ -231,14 +258,17 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
   first_eval_set = config.task.eval_splits[0]
   if loop['step'] == 0 and config.train.eval_at_start:
     loop['initial_metrics'] = run_evals(0)
-  progress = _progress(steps, loop['step'])
+  progress = _progress(steps, loop['step'], enabled=is_writer)
   stopped_early = False
   step = loop['step']
   last_log = (time.perf_counter(), step)
   while step < steps and not stopped_early:
-    batch = pipeline.train_batch(train_data, config.train.batch_size, config.train.seed, step)
+    # Each host loads only its rows of the global batch.
+    local_batch = pipeline.train_batch(train_data, config.train.batch_size, config.train.seed,
+                                       step, jax.process_index(), jax.process_count())
+    batch = partitioning.local_batch_to_global(local_batch)
     trainable, opt_state, metrics = train_step(trainable, opt_state, frozen, batch, dropout_rng,
-                                               step)
+                                               jnp.asarray(step, jnp.int32))
     step += 1
     progress.update(1)
     if step % config.train.log_every == 0 or step == steps:
@@ -266,6 +296,8 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
   _, best_trainable = checkpoints.restore_best(trainable)
   checkpoints.close()
   run_log.close()
+  if not is_writer:
+    return {}
   metadata = {
       'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash},
       'task': config.task.name, 'method': config.method, 'init': loop['init'],
@@ -273,7 +305,7 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
   }
   if config.method == 'prompt_tuning':
     metadata['prompt_length'] = config.prompt.length
-    export_prompt(workdir, np.asarray(best_trainable['prompt']['prompt']), metadata)
+    export_prompt(workdir, to_host(best_trainable['prompt']['prompt']), metadata)
   result = {
       'config': json.loads(config.to_json()),
       'model_size': config.model.size if not config.model.checkpoint else config.model.checkpoint,
@@ -291,7 +323,7 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
       'wall_time_s': time.time() - start_time,
       'device_kind': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
   }
-  atomic.write_json(result_path, result)
+  atomic.write_json(workdir / 'result.json', result)
   return result
 
 
@@ -306,6 +338,7 @@ def load_run_config(workdir: str | os.PathLike):
   record = json.loads(path.read_text())
   for key in ('eval_splits', 'extra_evals'):
     record['task'][key] = tuple(record['task'].get(key, ()))
+  record['partitioning']['mesh'] = tuple(record['partitioning']['mesh'])
   return validate(ml_collections.ConfigDict(record))
 
 

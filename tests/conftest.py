@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# Eight virtual CPU devices for the whole suite, so sharding is tested on real meshes (set
+# before JAX is imported). Code that does not ask for a mesh runs on the first device.
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get('T5PROMPT_DATA_DIR', REPO.parent / 'shared' / 'data'))

@@ -21,7 +21,7 @@ from conftest import REPO
 SMOKE = REPO / 'configs' / 'smoke.py'
 # A few steps on CB with short inputs: the loop in seconds.
 SHORT = ['--config.model.size=tiny-v1_1', '--config.task.input_length=64',
-         '--config.train.batch_size=4', '--config.train.eval_every=4',
+         '--config.train.batch_size=8', '--config.train.eval_every=4',
          '--config.train.checkpoint_every=4', '--config.train.log_every=2',
          '--config.train.eval_at_start=False', '--config.train.eval_batch_size=16',
          '--config.train.max_eval_examples=16']
@@ -50,7 +50,7 @@ def test_backbone_is_bit_identical_after_prompt_training():
   data = pipeline.load_tokenized(config.task.name, 'train', 64, 8)
   start_prompt = np.array(trainable['prompt']['prompt'])
   for step in range(3):
-    batch = pipeline.train_batch(data, 4, 0, step)
+    batch = pipeline.train_batch(data, 8, 0, step)
     trainable, opt_state, _ = step_fn(trainable, opt_state, frozen, batch, jax.random.key(0), step)
   after = optim.merge_params(trainable, frozen)
   leaves = jax.tree_util.tree_leaves_with_path(original)
@@ -77,7 +77,7 @@ def test_checkpoint_holds_only_the_prompt_and_its_state(finished_run):
   state_values = sum(np.size(x) for x in jax.tree.leaves(state['opt_state']))
   assert prompt_values <= state_values <= prompt_values + 8  # Adafactor v for the prompt only
   record = json.loads((workdir / 'checkpoints' / '8' / 'record' / 'metadata').read_text())
-  assert (record['step'], record['data_position']) == (8, 8 * 4)  # data position saved
+  assert (record['step'], record['data_position']) == (8, 8 * 8)  # data position saved
   manifest = json.loads((workdir / 'manifest.json').read_text())
   assert manifest['backbone']['source'] == 'random:tiny-v1_1:seed0'
   assert len(manifest['backbone']['params_hash']) == 64
