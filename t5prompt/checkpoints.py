@@ -56,8 +56,11 @@ class RunCheckpoints:
     self.latest = ocp.CheckpointManager(
         workdir / 'checkpoints', options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                                       create=True))
+    # Synchronous: the best save often shares its step with a latest save, and two async saves
+    # of one step would meet at the same multi-host barrier name.
     self.best = ocp.CheckpointManager(
-        workdir / 'best', options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        workdir / 'best', options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=False))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()

@@ -73,8 +73,13 @@ def _split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 def _train(args) -> int:
   from t5prompt.run_config import load_config  # pylint: disable=import-outside-toplevel
   config = load_config(args.config, args.overrides)  # validated before any compute
+  if args.distributed or args.coordinator_address:
+    from t5prompt.partitioning import initialize_distributed  # pylint: disable=import-outside-toplevel
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
   from t5prompt.train import train  # pylint: disable=import-outside-toplevel
   result = train(config, args.workdir)
+  if not result:  # hosts other than the first write nothing
+    return 0
   print(json.dumps({key: result[key] for key in (
       'task', 'method', 'steps', 'best_step', 'metrics', 'initial_metrics', 'wall_time_s')},
                    indent=2))
@@ -189,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
       epilog='Config overrides follow as --config.train.steps=100 --config.prompt.length=20.')
   train.add_argument('--config', required=True, help='a configs/*.py file')
   train.add_argument('--workdir', required=True, help='the run directory (outputs, checkpoints)')
+  train.add_argument('--distributed', action='store_true',
+                     help='multi-host: join the other processes (found from SLURM / Cloud TPU '
+                          'environment variables)')
+  train.add_argument('--coordinator-address', default='', help='multi-host: host:port of '
+                     'process 0 (with --num-processes and --process-id)')
+  train.add_argument('--num-processes', type=int, default=0)
+  train.add_argument('--process-id', type=int, default=-1)
   train.set_defaults(run=_train)
 
   evaluate = commands.add_parser('eval', help="Evaluate a run's best or latest checkpoint.")

@@ -20,6 +20,18 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 
+def initialize_distributed(coordinator_address: str = '', num_processes: int = 0,
+                           process_id: int = -1) -> None:
+  """Joins the processes of a multi-host run: from explicit values, or (all empty) from the
+  launcher's environment (SLURM, Cloud TPU, Open MPI), which jax.distributed detects."""
+  # CPU collectives across processes (tests, CPU clusters) need gloo; GPUs/TPUs ignore it.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  else:
+    jax.distributed.initialize()
+
+
 def logical_axis_rules(shard_embed: bool = False) -> tuple[tuple[str, Any], ...]:
   return (
       ('batch', 'data'),

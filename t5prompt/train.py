@@ -169,8 +169,10 @@ def _progress(total: int, initial: int, enabled: bool = True):
               disable=not enabled)
 
 
-def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
-  """Runs (or resumes, or recognises as finished) the run `config` describes in `workdir`."""
+def train(config, workdir: str | os.PathLike,
+          partitioning: Partitioning | None = None) -> dict[str, Any]:
+  """Runs (or resumes, or recognises as finished) the run `config` describes in `workdir`,
+  on the mesh of `config.partitioning` (or the given `partitioning`)."""
   workdir = Path(workdir)
   result_path = workdir / 'result.json'
   if result_path.exists():
@@ -178,7 +180,8 @@ def train(config, workdir: str | os.PathLike) -> dict[str, Any]:
     if result.get('config') == json.loads(config.to_json()):
       print(f'{workdir} already finished; result.json kept.', file=sys.stderr)
       return result
-  partitioning = make_partitioning(config.partitioning.mesh, config.partitioning.shard_embed)
+  partitioning = partitioning or make_partitioning(config.partitioning.mesh,
+                                                   config.partitioning.shard_embed)
   with partitioning.activate():
     return _train(config, workdir, partitioning)
 
