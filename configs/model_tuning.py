@@ -13,4 +13,5 @@ def get_config():
   config.model.size = 't5-lm-adapt-base'
   config.optimizer.learning_rate = 1e-3  # T5's fine-tuning LR with Adafactor
   config.optimizer.weight_decay = 0.0
+  config.optimizer.factored = True  # T5's Adafactor: row/column statistics for the big weights
   return config

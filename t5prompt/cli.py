@@ -165,6 +165,28 @@ def _data_show(args) -> int:
   return 0
 
 
+def _plan(args) -> int:
+  from t5prompt import plan  # pylint: disable=import-outside-toplevel
+  memory = plan.parse_memory(args.device_memory)
+  shape = dict(batch=args.batch, input_length=args.seq, target_length=args.targets,
+               prompt_length=args.prompt_length, dtype=args.dtype)
+  mesh = plan.parse_mesh(args.mesh)
+  if args.table:
+    print(plan.markdown_table(mesh[0] * mesh[1], memory, **shape))
+    return 0
+  result = plan.plan(args.size, args.method, mesh, shard_embed=args.shard_embed,
+                     remat=args.remat, **shape)
+  print(plan.format_plan(result, memory))
+  if not result.fits(memory):
+    better = plan.suggest(args.size, args.method, mesh[0] * mesh[1], memory, **shape)
+    print('  suggestion: ' + (f'mesh {better.mesh[0]}x{better.mesh[1]}, remat={better.remat}'
+                              f'{", --shard-embed" if better.shard_embed else ""} '
+                              f'({better.total / plan.GiB:.2f} GiB)' if better else
+                              'no mesh of these devices fits; use more devices or a smaller '
+                              'batch'))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5prompt', description='Prompt methods on a frozen Flax T5, from Small to XXL.')
@@ -239,6 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
   data_show.add_argument('--input-length', type=int, default=512)
   data_show.add_argument('--target-length', type=int, default=0)
   data_show.set_defaults(run=_data_show)
+
+  plan_ = commands.add_parser('plan', help='Memory per device for a size, method and mesh.')
+  plan_.add_argument('--size', default='xxl', help='small|base|large|xl|xxl (LM-adapted) or a '
+                     'named size such as t5-v1_1-xl')
+  plan_.add_argument('--method', default='prompt', help='prompt or model (tuning)')
+  plan_.add_argument('--mesh', default='16x1', help='DATAxMODEL, e.g. 16x1, 4x4')
+  plan_.add_argument('--batch', type=int, default=32)
+  plan_.add_argument('--seq', type=int, default=512, help='input length (before the prompt)')
+  plan_.add_argument('--targets', type=int, default=8, help='target length')
+  plan_.add_argument('--prompt-length', type=int, default=100)
+  plan_.add_argument('--remat', choices=('none', 'full', 'dots'), default='none')
+  plan_.add_argument('--shard-embed', action='store_true', help='also shard weights over data')
+  plan_.add_argument('--dtype', choices=('bfloat16', 'float32'), default='bfloat16')
+  plan_.add_argument('--device-memory', default='16GiB', help='per device, e.g. 16GiB, 80GiB')
+  plan_.add_argument('--table', action='store_true', help='every size x method on the mesh\'s '
+                     'device count, as Markdown')
+  plan_.set_defaults(run=_plan)
   return parser
 
 

@@ -1,0 +1,202 @@
+"""Memory per device for a size, a method and a mesh, before renting the machine.
+
+Params, optimizer state and gradients are exact: their abstract shapes come from the real model
+and optimizer (`jax.eval_shape`, no compute) and their per-device shards from the same rules
+and shardings training uses (on an abstract mesh, so no devices are needed). Activations are an
+estimate (see `activation_bytes`).
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+from jax.sharding import AbstractMesh, AxisType
+
+from t5prompt import optim
+from t5prompt.models import T5Config, get_size
+from t5prompt.partitioning import (Partitioning, bytes_per_device, logical_axis_rules,
+                                   logical_param_specs, state_shardings)
+
+GiB = 1024 ** 3
+SIZE_ALIASES = {name: f't5-lm-adapt-{name}' for name in ('small', 'base', 'large', 'xl', 'xxl')}
+METHOD_ALIASES = {'prompt': 'prompt_tuning', 'model': 'model_tuning'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  size: str
+  method: str
+  mesh: tuple[int, int]
+  shard_embed: bool
+  remat: str
+  params: int  # bytes per device, all params (frozen + trainable), float32
+  trainable: int
+  optimizer_state: int
+  gradients: int
+  activations: int  # estimate
+  num_trainable: int
+  num_params: int
+
+  @property
+  def total(self) -> int:
+    return self.params + self.optimizer_state + self.gradients + self.activations
+
+  def fits(self, device_memory_bytes: float) -> bool:
+    return self.total <= device_memory_bytes
+
+
+def resolve_size(name: str) -> tuple[str, T5Config]:
+  name = SIZE_ALIASES.get(name, name)
+  return name, get_size(name)
+
+
+def activation_bytes(config: T5Config, batch_per_device: int, input_length: int,
+                     target_length: int, model_axis: int, remat: str) -> int:
+  """Activations kept for the backward pass, per device (an estimate).
+
+  Per layer and token: the residual input and norm output (2 d), q/k/v/attention output
+  (4 h dkv / model), attention scores and probabilities (2 h L / model, float32) and the MLP
+  (up to 3 d_ff / model); the decoder adds cross-attention. With remat 'full' only each layer's
+  input is kept, plus one layer's activations while it is recomputed. The float32 logits and
+  their gradient (2 V / model per target token) come on top. Prompt tuning needs the same
+  activations as model tuning: the gradient flows back through every layer to the prompt.
+  """
+  act = np.dtype(config.compute_dtype).itemsize
+  heads_kv = config.num_heads * config.d_kv / model_axis
+  mlp = (3 if config.is_gated else 2) * config.d_ff / model_axis
+
+  def layer(length, attended, cross_length=0):
+    per_token = (2 * config.d_model + 4 * heads_kv + mlp) * act
+    per_token += 2 * config.num_heads / model_axis * attended * 4
+    if cross_length:
+      per_token += (config.d_model + 2 * heads_kv) * act
+      per_token += 2 * config.num_heads / model_axis * cross_length * 4
+    return length * per_token
+
+  encoder_layer = layer(input_length, input_length)
+  decoder_layer = layer(target_length, target_length, input_length)
+  if remat == 'full':
+    kept = (config.num_encoder_layers * input_length + config.num_decoder_layers
+            * target_length) * config.d_model * act + max(encoder_layer, decoder_layer)
+  else:
+    kept = config.num_encoder_layers * encoder_layer + config.num_decoder_layers * decoder_layer
+  logits = 2 * target_length * config.vocab_size / model_axis * 4
+  return int(batch_per_device * (kept + logits))
+
+
+def plan(size: str, method: str, mesh: tuple[int, int], batch: int = 32,
+         input_length: int = 512, target_length: int = 8, prompt_length: int = 100,
+         shard_embed: bool = False, remat: str = 'none', dtype: str = 'bfloat16',
+         optimizer_config=None) -> Plan:
+  """The memory plan; `optimizer_config` defaults to the run config's (Adafactor, paper)."""
+  from t5prompt.train import build_model  # pylint: disable=import-outside-toplevel
+  method = METHOD_ALIASES.get(method, method)
+  name, config = resolve_size(size)
+  config = config.replace(dtype=dtype, remat_policy=remat)
+  data, model_axis = mesh
+  if batch % data:
+    raise ValueError(f'batch {batch} does not split over data={data}.')
+  partitioning = Partitioning(
+      AbstractMesh((data, model_axis), ('data', 'model'),
+                   axis_types=(AxisType.Auto, AxisType.Auto)),
+      logical_axis_rules(shard_embed))
+  model = build_model(config, method, prompt_length)
+  rules = optim.label_rules(method)
+  specs = logical_param_specs(model)
+  tokens = jax.ShapeDtypeStruct((1, 8), np.int32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)['params']
+  shapes = jax.tree.map(lambda boxed: boxed.value if hasattr(boxed, 'value') else boxed, shapes,
+                        is_leaf=lambda x: hasattr(x, 'value'))
+  shardings = partitioning.shardings(specs)
+  trainable, _ = optim.split_params(shapes, rules)
+  trainable_shardings, _ = optim.split_params(shardings, rules)
+  optimizer = optim.make_optimizer(optimizer_config or _default_optimizer(method), rules)
+  opt_shapes = jax.eval_shape(optimizer.init, trainable)
+  opt_shardings = state_shardings(opt_shapes, trainable_shardings, trainable, partitioning)
+  trainable_bytes = bytes_per_device(trainable, trainable_shardings)
+  return Plan(
+      size=name, method=method, mesh=(data, model_axis), shard_embed=shard_embed, remat=remat,
+      params=bytes_per_device(shapes, shardings), trainable=trainable_bytes,
+      optimizer_state=bytes_per_device(opt_shapes, opt_shardings), gradients=trainable_bytes,
+      activations=activation_bytes(config, batch // data, input_length
+                                   + (prompt_length if method == 'prompt_tuning' else 0),
+                                   target_length, model_axis, remat),
+      num_trainable=optim.num_elements(trainable), num_params=optim.num_elements(shapes))
+
+
+def _default_optimizer(method: str):
+  from t5prompt.run_config import default_config  # pylint: disable=import-outside-toplevel
+  config = default_config().optimizer
+  if method == 'model_tuning':  # as configs/model_tuning.py
+    config.learning_rate, config.weight_decay, config.factored = 1e-3, 0.0, True
+  return config
+
+
+def candidate_meshes(num_devices: int) -> list[tuple[int, int]]:
+  """(data, model) splits of the devices, least model parallelism first."""
+  return [(num_devices // model, model) for model in range(1, num_devices + 1)
+          if num_devices % model == 0]
+
+
+def suggest(size: str, method: str, num_devices: int, device_memory_bytes: float,
+            **kwargs) -> Plan | None:
+  """The first mesh (least model parallelism; then with remat, then 2-D weights) that fits."""
+  for remat, shard_embed in (('none', False), ('full', False), ('full', True)):
+    for mesh in candidate_meshes(num_devices):
+      try:
+        candidate = plan(size, method, mesh, remat=remat, shard_embed=shard_embed, **kwargs)
+      except ValueError:
+        continue
+      if candidate.fits(device_memory_bytes):
+        return candidate
+  return None
+
+
+def format_plan(p: Plan, device_memory_bytes: float | None = None) -> str:
+  lines = [f'{p.size}  {p.method}  mesh data={p.mesh[0]} x model={p.mesh[1]}'
+           f'{"  (embed over data)" if p.shard_embed else ""}  remat={p.remat}',
+           f'  trainable params: {p.num_trainable:,} of {p.num_params:,} '
+           f'({100 * p.num_trainable / p.num_params:.4f}%)',
+           '  per device:']
+  for label, value in (('params (fp32)', p.params), ('optimizer state', p.optimizer_state),
+                       ('gradients', p.gradients), ('activations (est.)', p.activations),
+                       ('total', p.total)):
+    lines.append(f'    {label:20s} {value / GiB:9.3f} GiB')
+  if device_memory_bytes:
+    verdict = 'fits' if p.fits(device_memory_bytes) else 'does NOT fit'
+    lines.append(f'  {verdict} in {device_memory_bytes / GiB:.0f} GiB per device')
+  return '\n'.join(lines)
+
+
+def parse_memory(text: str) -> float:
+  text = text.strip().upper().removesuffix('B').removesuffix('I')
+  units = {'K': 1024, 'M': 1024 ** 2, 'G': GiB, 'T': 1024 ** 4}
+  if text and text[-1] in units:
+    return float(text[:-1]) * units[text[-1]]
+  return float(text)
+
+
+def parse_mesh(text: str) -> tuple[int, int]:
+  try:
+    data, model = (int(part) for part in text.lower().split('x'))
+  except ValueError as error:
+    raise ValueError(f'--mesh is DATAxMODEL, e.g. 16x1 or 4x4; got {text!r}.') from error
+  if data <= 0 or model <= 0:
+    raise ValueError(f'--mesh sizes must be positive, got {text!r}.')
+  return data, model
+
+
+def markdown_table(num_devices: int, device_memory_bytes: float, **kwargs) -> str:
+  """Every LM-adapted size x {prompt, model tuning}: the mesh `suggest` picks, and its total."""
+  lines = ['| size | method | trainable params | mesh (data x model) | remat | embed over data '
+           '| GiB per device |', '|---|---|---|---|---|---|---|']
+  for alias in SIZE_ALIASES:
+    for method in ('prompt_tuning', 'model_tuning'):
+      best = suggest(alias, method, num_devices, device_memory_bytes, **kwargs)
+      if best is None:
+        lines.append(f'| {alias} | {method} | | does not fit {num_devices} devices | | | |')
+        continue
+      lines.append(f'| {alias} | {method} | {best.num_trainable:,} | {best.mesh[0]} x '
+                   f'{best.mesh[1]} | {best.remat} | {"yes" if best.shard_embed else "no"} | '
+                   f'{best.total / GiB:.2f} |')
+  return '\n'.join(lines)

@@ -1,0 +1,76 @@
+"""`t5prompt plan`: its params / optimizer-state / gradient bytes equal the real sharded arrays'."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import linen as nn
+
+from t5prompt import cli, optim, plan
+from t5prompt.models import get_size
+from t5prompt.partitioning import logical_param_specs, make_partitioning, state_shardings
+from t5prompt.run_config import default_config
+from t5prompt.train import build_model
+
+
+def _device_bytes(tree) -> int:
+  """What device 0 really holds of these arrays."""
+  device = jax.devices()[0]
+  return sum(shard.data.nbytes for leaf in jax.tree.leaves(tree)
+             for shard in leaf.addressable_shards if shard.device == device)
+
+
+@pytest.mark.parametrize('method, mesh, shard_embed', [
+    ('prompt_tuning', (8, 1), False), ('prompt_tuning', (4, 2), False),
+    ('model_tuning', (2, 4), False), ('model_tuning', (4, 2), True)])
+def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed):
+  config = get_size('tiny-v1_1')
+  optimizer_config = default_config().optimizer
+  optimizer_config.factored = method == 'model_tuning'
+  expected = plan.plan('tiny-v1_1', method, mesh, batch=8, prompt_length=16,
+                       shard_embed=shard_embed, optimizer_config=optimizer_config)
+  model = build_model(config, method, 16)
+  rules = optim.label_rules(method)
+  partitioning = make_partitioning(mesh, shard_embed)
+  with partitioning.activate():
+    shardings = partitioning.shardings(logical_param_specs(model))
+    tokens = jnp.ones((8, 8), jnp.int32)
+    params = partitioning.put(nn.unbox(model.init(jax.random.key(0), tokens, tokens))['params'],
+                              shardings)
+    trainable, _ = optim.split_params(params, rules)
+    trainable_shardings, _ = optim.split_params(shardings, rules)
+    optimizer = optim.make_optimizer(optimizer_config, rules)
+    opt_shardings = state_shardings(jax.eval_shape(optimizer.init, trainable),
+                                    trainable_shardings, trainable, partitioning)
+    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
+  assert expected.params == _device_bytes(params)
+  assert expected.trainable == expected.gradients == _device_bytes(trainable)
+  assert expected.optimizer_state == _device_bytes(opt_state)
+  assert expected.num_params == optim.num_elements(params)
+  if method == 'prompt_tuning':
+    assert expected.num_trainable == 16 * config.d_model
+
+
+def test_paper_sizes_and_prompt_counts():
+  """Prompt parameters at length 100 are 100 x d_model (paper: 51,200 ... 409,600)."""
+  xxl = plan.plan('xxl', 'prompt', (16, 1))
+  assert xxl.num_trainable == 409_600 and 11.0e9 < xxl.num_params < 11.2e9
+  assert plan.plan('small', 'prompt', (1, 1)).num_trainable == 51_200
+  assert xxl.optimizer_state < 3 * 409_600 * 4  # Adafactor state for the prompt only
+
+
+def test_remat_and_model_axis_shrink_the_plan():
+  full = plan.plan('large', 'model', (4, 1))
+  assert plan.plan('large', 'model', (4, 1), remat='full').activations < full.activations
+  sharded = plan.plan('large', 'model', (1, 4))
+  assert sharded.params < full.params / 3
+
+
+def test_plan_command_suggests_a_mesh_that_fits(capsys):
+  assert cli.main(['plan', '--size', 'xl', '--method', 'model', '--mesh', '8x1',
+                   '--device-memory', '16GiB']) == 0
+  out = capsys.readouterr().out
+  assert 'does NOT fit in 16 GiB' in out and 'suggestion: mesh' in out
+  assert cli.main(['plan', '--size', 'small', '--mesh', '4x1']) == 0
+  assert 'fits in 16 GiB' in capsys.readouterr().out
+  assert cli.main(['plan', '--mesh', '16']) == 2
+  assert 'DATAxMODEL' in capsys.readouterr().err
