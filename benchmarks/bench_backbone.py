@@ -10,11 +10,7 @@ benchmarks/results/backbone.json (ignored by git).
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -26,25 +22,7 @@ import transformers
 from t5prompt.models import T5, decode, get_size, load_hf, save_hf
 
 import flax.linen as nn
-
-
-def _median_seconds(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def _side_by_side(fn_a, fn_b, repeats, rounds=3):
-  """Alternates rounds of A and B so drift in machine load hits both; returns the medians."""
-  fn_a(), fn_b()  # warm-up (and compile)
-  a, b = [], []
-  for _ in range(rounds):
-    a.append(_median_seconds(fn_a, repeats))
-    b.append(_median_seconds(fn_b, repeats))
-  return statistics.median(a), statistics.median(b)
+from timing import machine, side_by_side
 
 
 def main():
@@ -82,8 +60,8 @@ def main():
     with torch.inference_mode():
       hf(input_ids=torch_inputs, decoder_input_ids=torch_decoder_inputs)
 
-  ours_s, torch_s = _side_by_side(run_ours, run_torch, args.repeats)
-  cached_s, uncached_s = _side_by_side(
+  ours_s, torch_s = side_by_side(run_ours, run_torch, args.repeats)
+  cached_s, uncached_s = side_by_side(
       lambda: decode.greedy_decode(model, params, jax_inputs, args.decode_length)
       .block_until_ready(),
       lambda: decode.greedy_decode_uncached(model, params, jax_inputs, args.decode_length)
@@ -91,8 +69,7 @@ def main():
       args.repeats)
 
   result = {
-      'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-                 f'{jax.devices()[0].platform}',
+      'machine': machine(jax),
       'size': args.size, 'batch': args.batch, 'input_length': args.input_length,
       'target_length': args.target_length, 'decode_length': args.decode_length,
       'forward_ours_s': ours_s, 'forward_torch_s': torch_s,

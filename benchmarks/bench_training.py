@@ -1,0 +1,197 @@
+"""Training speed and size, as ratios measured side by side in one run.
+
+  python benchmarks/bench_training.py [--sizes t5-v1_1-small,t5-v1_1-base] [--batch 8]
+
+1. prompt-tuning step / model-tuning step, same size, batch and encoder length (prompt + input),
+   at each size. The limit is ~0.67: forward + activation backward, no weight gradients;
+2. t5prompt prompt tuning / PEFT prompt tuning (PyTorch, CPU), same random HF T5, batch and
+   lengths, examples per second, both warmed up;
+3. optimizer-state bytes / prompt bytes, and checkpoint bytes per save (prompt vs model tuning);
+4. 8-device / 1-device prompt-tuning step time, on 8 virtual CPU devices (data parallel).
+On a GPU this script also reports MFU: model FLOPs (6 N per token for model tuning, 4 N for
+prompt tuning: no weight gradients) per second over the device's peak. JSON goes to
+benchmarks/results/training.json (ignored by git).
+"""
+
+import os
+
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=8').strip()
+
+import argparse  # pylint: disable=wrong-import-position
+import json  # pylint: disable=wrong-import-position
+import tempfile  # pylint: disable=wrong-import-position
+from pathlib import Path  # pylint: disable=wrong-import-position
+
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+from flax import linen as nn  # pylint: disable=wrong-import-position
+
+from t5prompt import optim  # pylint: disable=wrong-import-position
+from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-position
+from t5prompt.models import get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
+from t5prompt.partitioning import (logical_param_specs,  # pylint: disable=wrong-import-position
+                                   make_partitioning, state_shardings)
+from t5prompt.run_config import default_config  # pylint: disable=wrong-import-position
+from t5prompt.train import build_model, make_train_step  # pylint: disable=wrong-import-position
+from timing import machine, side_by_side  # pylint: disable=wrong-import-position
+
+PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
+
+
+class Trainer:
+  """One method's jitted step on a mesh, ready to time."""
+
+  def __init__(self, config, params, method, mesh, batch, input_length, target_length,
+               prompt_length):
+    self.partitioning = make_partitioning(mesh, devices=jax.devices()[:mesh[0] * mesh[1]])
+    model = build_model(config, method, prompt_length)
+    optimizer_config = default_config().optimizer
+    if method == 'model_tuning':
+      optimizer_config.learning_rate, optimizer_config.factored = 1e-3, True
+    rules = optim.label_rules(method)
+    optimizer = optim.make_optimizer(optimizer_config, rules)
+    rng = np.random.RandomState(0)
+    if method == 'prompt_tuning':
+      params = {**params, 'prompt': {'prompt': rng.uniform(-0.5, 0.5, (
+          prompt_length, config.d_model)).astype(np.float32)}}
+    with self.partitioning.activate():
+      shardings = self.partitioning.shardings(logical_param_specs(model))
+      trainable_shardings, frozen_shardings = optim.split_params(shardings, rules)
+      trainable, frozen = optim.split_params(params, rules)
+      self.trainable = self.partitioning.put(trainable, trainable_shardings)
+      self.frozen = self.partitioning.put(frozen, frozen_shardings)
+      opt_shardings = state_shardings(jax.eval_shape(optimizer.init, self.trainable),
+                                      trainable_shardings, self.trainable, self.partitioning)
+      self.opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(self.trainable)
+      self.batch = self.partitioning.full_batch_to_global({
+          'inputs': rng.randint(2, 32000, (batch, input_length)).astype(np.int32),
+          'targets': rng.randint(2, 32000, (batch, target_length)).astype(np.int32)})
+      self.step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
+    self.rng = jax.random.key(0)
+    self.step = 0
+
+  def __call__(self):
+    with self.partitioning.activate():
+      self.trainable, self.opt_state, metrics = self.step_fn(
+          self.trainable, self.opt_state, self.frozen, self.batch, self.rng, self.step)
+      metrics['loss'].block_until_ready()
+    self.step += 1
+
+
+def random_backbone(size: str, directory: str):
+  """Random weights of a named size, saved as an HF checkpoint both sides load."""
+  config = get_size(size).replace(dropout_rate=0.0)
+  tokens = jnp.ones((1, 4), jnp.int32)
+  params = nn.unbox(build_model(config, 'model_tuning', 0).init(jax.random.key(0), tokens,
+                                                                tokens)['params'])
+  save_hf(directory, config, params)
+  return load_hf(directory, dropout_rate=0.0)
+
+
+def peft_trainer(directory, batch, input_length, target_length, prompt_length):
+  import peft  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  base = transformers.T5ForConditionalGeneration.from_pretrained(directory)
+  model = peft.get_peft_model(base, peft.PromptTuningConfig(
+      task_type='SEQ_2_SEQ_LM', num_virtual_tokens=prompt_length, num_transformer_submodules=1))
+  model.train()
+  optimizer = transformers.optimization.Adafactor(
+      [p for p in model.parameters() if p.requires_grad], lr=0.3, scale_parameter=False,
+      relative_step=False, warmup_init=False, weight_decay=1e-5, decay_rate=-0.8)
+  rng = np.random.RandomState(0)
+  inputs = torch.tensor(rng.randint(2, 32000, (batch, input_length)), dtype=torch.long)
+  labels = torch.tensor(rng.randint(2, 32000, (batch, target_length)), dtype=torch.long)
+
+  def step():
+    loss = model(input_ids=inputs, attention_mask=torch.ones_like(inputs), labels=labels).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+  return step
+
+
+def directory_bytes(path: Path) -> int:
+  return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--sizes', default='t5-v1_1-small,t5-v1_1-base')
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--input-length', type=int, default=128, help='encoder length, prompt incl.')
+  parser.add_argument('--target-length', type=int, default=8)
+  parser.add_argument('--prompt-length', type=int, default=20)
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--output', default='benchmarks/results/training.json')
+  args = parser.parse_args()
+  sizes = args.sizes.split(',')
+  prompt_input = args.input_length - args.prompt_length  # same encoder length for both methods
+  lengths = (args.batch, prompt_input, args.target_length, args.prompt_length)
+  result = {'machine': machine(jax), 'batch': args.batch, 'encoder_length': args.input_length,
+            'target_length': args.target_length, 'prompt_length': args.prompt_length, 'rows': []}
+  rows = result['rows']
+
+  with tempfile.TemporaryDirectory() as tmp:
+    for size in sizes:
+      directory = f'{tmp}/{size}'
+      config, params = random_backbone(size, directory)
+      prompt = Trainer(config, params, 'prompt_tuning', (1, 1), *lengths)
+      model = Trainer(config, params, 'model_tuning', (1, 1), args.batch, args.input_length,
+                      args.target_length, 0)
+      prompt_s, model_s = side_by_side(prompt, model, args.repeats)
+      rows.append({'measure': f'{size}: prompt-tuning step / model-tuning step',
+                   'a_s': prompt_s, 'b_s': model_s, 'ratio': prompt_s / model_s})
+      if size == sizes[0]:
+        peft_step = peft_trainer(directory, *lengths)
+        ours_s, peft_s = side_by_side(prompt, peft_step, args.repeats)
+        rows.append({'measure': f'{size}: t5prompt / PEFT (PyTorch) prompt tuning, '
+                                'examples per second', 'a': args.batch / ours_s,
+                     'b': args.batch / peft_s, 'ratio': peft_s / ours_s})
+        prompt_bytes = prompt.trainable['prompt']['prompt'].nbytes
+        state_bytes = sum(x.nbytes for x in jax.tree.leaves(prompt.opt_state))
+        rows.append({'measure': f'{size}: optimizer-state bytes / prompt bytes',
+                     'a': state_bytes, 'b': prompt_bytes, 'ratio': state_bytes / prompt_bytes})
+        for name, trainer in (('prompt', prompt), ('model', model)):
+          checkpoints = RunCheckpoints(f'{tmp}/ckpt_{name}')
+          checkpoints.save(1, {'trainable': trainer.trainable, 'opt_state': trainer.opt_state,
+                               'rng': jax.random.key_data(trainer.rng)}, {'step': 1})
+          checkpoints.close()
+          result[f'checkpoint_bytes_{name}_tuning'] = directory_bytes(
+              Path(f'{tmp}/ckpt_{name}/checkpoints/1'))
+        rows.append({'measure': f'{size}: checkpoint bytes per save, prompt / model tuning',
+                     'a': result['checkpoint_bytes_prompt_tuning'],
+                     'b': result['checkpoint_bytes_model_tuning'],
+                     'ratio': result['checkpoint_bytes_prompt_tuning']
+                     / result['checkpoint_bytes_model_tuning']})
+        eight = Trainer(config, params, 'prompt_tuning', (8, 1), *lengths)
+        eight_s, one_s = side_by_side(eight, prompt, args.repeats)
+        rows.append({'measure': f'{size}: prompt-tuning step, 8 devices / 1 device '
+                                f'({jax.devices()[0].platform}, data parallel)',
+                     'a_s': eight_s, 'b_s': one_s, 'ratio': eight_s / one_s})
+      kind = jax.devices()[0].device_kind
+      peak = next((flops for name, flops in PEAK_FLOPS.items() if name in kind), None)
+      if peak:
+        tokens = args.batch * (args.input_length + args.target_length)
+        n = sum(x.size for x in jax.tree.leaves(params))
+        rows.append({'measure': f'{size}: MFU model / prompt tuning on {kind}',
+                     'a': 6 * n * tokens / model_s / peak, 'b': 4 * n * tokens / prompt_s / peak,
+                     'ratio': None})
+
+  print(f'batch {args.batch}, encoder length {args.input_length} (prompt {args.prompt_length} + '
+        f'input {prompt_input} for prompt tuning), target {args.target_length}, on '
+        f'{result["machine"]}')
+  print('| measure | A | B | A / B |\n|---|---|---|---|')
+  for row in rows:
+    a = f'{row["a_s"] * 1e3:.0f} ms' if 'a_s' in row else f'{row["a"]:,.4g}'
+    b = f'{row["b_s"] * 1e3:.0f} ms' if 'b_s' in row else f'{row["b"]:,.4g}'
+    ratio = f'{row["ratio"]:.3g}' if row['ratio'] is not None else ''
+    print(f'| {row["measure"]} | {a} | {b} | {ratio} |')
+  Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+  Path(args.output).write_text(json.dumps(result, indent=2) + '\n')
+
+
+if __name__ == '__main__':
+  main()
