@@ -6,8 +6,11 @@ state. The frozen backbone is never copied: the run's `manifest.json` names its 
 content hash, and a resume against a different backbone or an incompatible config is refused.
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,38 @@ def check_or_write_manifest(workdir: str | os.PathLike, manifest: dict,
   return True
 
 
+class WorkdirBusyError(RuntimeError):
+  """Another process holds the run directory."""
+  user_facing = True  # the CLI prints the message alone
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str | os.PathLike, enabled: bool = True):
+  """Holds `<workdir>/.lock` for a run, so a second process on the same workdir is refused
+  rather than interleaving its writes (multi-host: only host 0 takes it)."""
+  if not enabled:
+    yield
+    return
+  path = Path(workdir) / '.lock'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'a+', encoding='utf-8') as handle:
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+      handle.seek(0)
+      holder = handle.read().strip()
+      raise WorkdirBusyError(f'{workdir} is in use by another t5prompt process ({holder}); wait '
+                             'for it to finish or stop it, or use another --workdir.') from error
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f'pid {os.getpid()} on {os.uname().nodename}')
+    handle.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class RunCheckpoints:
   """The latest-N checkpoints of a run (for resuming) and the best one (for results)."""
 
@@ -71,12 +106,34 @@ class RunCheckpoints:
     self.latest.save(step, args=args.Composite(state=args.StandardSave(state),
                                                record=args.JsonSave(record)), force=True)
 
+  def restore_latest_good(self, template: dict) -> tuple[int, dict, dict] | None:
+    """The newest checkpoint that restores, after dropping newer ones that do not (a corrupt or
+    half-written save, e.g. from a crash mid-write), saying so. None if there is none."""
+    for step in sorted(self.latest.all_steps(), reverse=True):
+      try:
+        state, record = self.restore(step, template)
+      except Exception as error:  # pylint: disable=broad-except  (any unreadable checkpoint)
+        print(f'checkpoint {step} is unreadable ({type(error).__name__}: {str(error)[:200]}); '
+              'deleting it and falling back to the previous one', file=sys.stderr)
+        self.latest.delete(step)
+        continue
+      return step, state, record
+    return None
+
   def restore(self, step: int, template: dict) -> tuple[dict, dict]:
     """The state saved at `step`, in the structure (and shardings) of `template`."""
     args = self._ocp.args
     restored = self.latest.restore(step, args=args.Composite(
         state=args.StandardRestore(template), record=args.JsonRestore()))
     return restored['state'], restored['record']
+
+  def keep_best_up_to(self, step: int, best_step: int | None) -> bool:
+    """After a fallback to `step`, drops best checkpoints from the abandoned later steps;
+    returns whether the recorded `best_step` is still on disk."""
+    for saved in self.best.all_steps():
+      if saved > step:
+        self.best.delete(saved)
+    return best_step is None or best_step in self.best.all_steps()
 
   def save_best(self, step: int, trainable: dict) -> None:
     self.best.save(step, args=self._ocp.args.StandardSave(trainable), force=True)

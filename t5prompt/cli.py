@@ -76,8 +76,12 @@ def _train(args) -> int:
   if args.distributed or args.coordinator_address:
     from t5prompt.partitioning import initialize_distributed  # pylint: disable=import-outside-toplevel
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-  from t5prompt.train import train  # pylint: disable=import-outside-toplevel
-  result = train(config, args.workdir)
+  from t5prompt import train as trainer  # pylint: disable=import-outside-toplevel
+  try:
+    result = trainer.train(config, args.workdir)
+  except trainer.Preempted as stopped:
+    print(f't5prompt train: {stopped}', file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
   if not result:  # hosts other than the first write nothing
     return 0
   print(json.dumps({key: result[key] for key in (
@@ -291,7 +295,9 @@ def main(argv=None) -> int:
   args.overrides = overrides
   try:
     return args.run(args)
-  except (ValueError, FileNotFoundError) as error:
+  except (ValueError, FileNotFoundError, RuntimeError) as error:
+    if isinstance(error, RuntimeError) and not getattr(error, 'user_facing', False):
+      raise  # a bug or a runtime failure: keep the traceback
     print(f't5prompt {args.command}: error: {error}', file=sys.stderr)
     return 2
 

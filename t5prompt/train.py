@@ -13,7 +13,9 @@ its workdir:
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ import optax
 from flax import linen as nn
 
 from t5prompt import atomic, optim
-from t5prompt.checkpoints import RunCheckpoints, check_or_write_manifest, export_prompt
+from t5prompt.checkpoints import (RunCheckpoints, check_or_write_manifest, export_prompt,
+                                  workdir_lock)
 from t5prompt.data import pipeline
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import get_vocabulary
@@ -37,6 +40,49 @@ from t5prompt.partitioning import (Partitioning, logical_param_specs, make_parti
                                    state_shardings, to_host)
 from t5prompt.prompts import SoftPrompt, make_initializer
 from t5prompt.run_log import RunLog
+
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped cleanly by a signal, rerun to resume
+
+
+class Preempted(Exception):
+  """SIGTERM/SIGINT: the step finished, a checkpoint was saved, the run can resume."""
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or gradient went NaN/Inf; nothing was saved after the last good checkpoint."""
+  user_facing = True  # the CLI prints the message alone
+
+
+class StopSignal:
+  """Turns SIGTERM/SIGINT into a request to stop after the current step (preemption).
+
+  With several hosts the decision is JAX's preemption sync point, so all hosts stop at the same
+  step (the distributed runtime catches SIGTERM itself)."""
+
+  def __init__(self):
+    self.signal_name = ''
+    self._previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal_name = signal.Signals(signum).name
+
+  def requested(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.signal_name = self.signal_name or 'SIGTERM'
+        return True
+    return bool(self.signal_name)
+
+  def restore(self) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +228,7 @@ def train(config, workdir: str | os.PathLike,
       return result
   partitioning = partitioning or make_partitioning(config.partitioning.mesh,
                                                    config.partitioning.shard_embed)
-  with partitioning.activate():
+  with workdir_lock(workdir, enabled=jax.process_index() == 0), partitioning.activate():
     return _train(config, workdir, partitioning)
 
 
@@ -224,13 +270,17 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   checkpoints = RunCheckpoints(workdir, keep=config.train.keep_checkpoints)
   loop = {'step': 0, 'data_position': 0, 'best_score': None, 'best_step': None,
           'best_metrics': None, 'evals_since_best': 0, 'init': init_record}
-  latest = checkpoints.latest_step() if resuming else None
-  if latest is not None:
-    template = {'trainable': trainable, 'opt_state': opt_state,
-                'rng': jax.random.key_data(dropout_rng)}
-    state, loop = checkpoints.restore(latest, template)
+  template = {'trainable': trainable, 'opt_state': opt_state,
+              'rng': jax.random.key_data(dropout_rng)}
+  restored = checkpoints.restore_latest_good(template) if resuming else None
+  if restored is not None:
+    _, state, loop = restored
     trainable, opt_state = state['trainable'], state['opt_state']
     dropout_rng = jax.random.wrap_key_data(state['rng'])
+    if not checkpoints.keep_best_up_to(loop['step'], loop['best_step']):
+      print(f'the best checkpoint (step {loop["best_step"]}) was lost with the fallback; best '
+            'selection restarts from here', file=sys.stderr)
+      loop.update(best_score=None, best_step=None, best_metrics=None, evals_since_best=0)
     print(f'resuming {workdir} at step {loop["step"]}', file=sys.stderr)
   run_log = RunLog(workdir, resume_step=loop['step'], enabled=is_writer)
 
@@ -257,6 +307,21 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
                             'rng': jax.random.key_data(dropout_rng)}, loop)
 
   # --- The loop ---------------------------------------------------------------------------
+  stop = StopSignal()
+  finite = jnp.array(True)  # on device: no per-step host sync just to watch for NaN
+  last_good = loop['step']
+
+  def check_finite(step: int) -> None:
+    nonlocal last_good
+    if bool(finite):
+      last_good = step
+    else:
+      raise NonFiniteLossError(
+          f'The loss or gradient became NaN/Inf between steps {last_good} and {step}; stopped '
+          f'without saving. The last good checkpoint (step {checkpoints.latest_step()}) is '
+          'intact. Lower optimizer.learning_rate, set optimizer.grad_clip_norm, or check the '
+          'data, then rerun to resume from it.')
+
   steps = config.train.steps
   first_eval_set = config.task.eval_splits[0]
   if loop['step'] == 0 and config.train.eval_at_start:
@@ -265,34 +330,48 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   stopped_early = False
   step = loop['step']
   last_log = (time.perf_counter(), step)
-  while step < steps and not stopped_early:
-    # Each host loads only its rows of the global batch.
-    local_batch = pipeline.train_batch(train_data, config.train.batch_size, config.train.seed,
-                                       step, jax.process_index(), jax.process_count())
-    batch = partitioning.local_batch_to_global(local_batch)
-    trainable, opt_state, metrics = train_step(trainable, opt_state, frozen, batch, dropout_rng,
-                                               jnp.asarray(step, jnp.int32))
-    step += 1
-    progress.update(1)
-    if step % config.train.log_every == 0 or step == steps:
-      metrics = jax.device_get(metrics)
-      now = time.perf_counter()
-      metrics['steps_per_second'] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
-      last_log = (now, step)
-      run_log.write(step, 'train', metrics)
-      progress.set_postfix(loss=f'{metrics["loss"]:.4f}')
-    if step % config.train.eval_every == 0 or step == steps:
-      results = run_evals(step)
-      score = results[first_eval_set]['score']
-      if loop['best_score'] is None or score > loop['best_score']:
-        loop.update(best_score=score, best_step=step, best_metrics=results, evals_since_best=0)
-        checkpoints.save_best(step, trainable)
-      else:
-        loop['evals_since_best'] += 1
-        patience = config.train.early_stopping_patience
-        stopped_early = bool(patience) and loop['evals_since_best'] >= patience
-    if step % config.train.checkpoint_every == 0 or step == steps or stopped_early:
-      save(step)
+  try:
+    while step < steps and not stopped_early:
+      # Each host loads only its rows of the global batch.
+      local_batch = pipeline.train_batch(train_data, config.train.batch_size, config.train.seed,
+                                         step, jax.process_index(), jax.process_count())
+      batch = partitioning.local_batch_to_global(local_batch)
+      trainable, opt_state, metrics = train_step(trainable, opt_state, frozen, batch, dropout_rng,
+                                                 jnp.asarray(step, jnp.int32))
+      finite = finite & jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+      step += 1
+      progress.update(1)
+      stopping = stop.requested(step)
+      if step % config.train.log_every == 0 or step == steps:
+        check_finite(step)
+        metrics = jax.device_get(metrics)
+        now = time.perf_counter()
+        metrics['steps_per_second'] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
+        last_log = (now, step)
+        run_log.write(step, 'train', metrics)
+        progress.set_postfix(loss=f'{metrics["loss"]:.4f}')
+      if step % config.train.eval_every == 0 or step == steps:
+        check_finite(step)
+        results = run_evals(step)
+        score = results[first_eval_set]['score']
+        if loop['best_score'] is None or score > loop['best_score']:
+          loop.update(best_score=score, best_step=step, best_metrics=results, evals_since_best=0)
+          checkpoints.save_best(step, trainable)
+        else:
+          loop['evals_since_best'] += 1
+          patience = config.train.early_stopping_patience
+          stopped_early = bool(patience) and loop['evals_since_best'] >= patience
+      if step % config.train.checkpoint_every == 0 or step == steps or stopped_early or stopping:
+        check_finite(step)
+        save(step)
+      if stopping:
+        progress.close()
+        checkpoints.close()
+        run_log.close()
+        raise Preempted(f'Stopped by {stop.signal_name} after step {step}; checkpoint saved. '
+                        'Rerun the same command to resume.')
+  finally:
+    stop.restore()  # the process's own handlers again, even after an error
   progress.close()
 
   # --- Outputs ----------------------------------------------------------------------------
