@@ -191,6 +191,26 @@ def _plan(args) -> int:
   return 0
 
 
+def _sweep(args) -> int:
+  from t5prompt import sweep  # pylint: disable=import-outside-toplevel
+  from t5prompt import train as trainer  # pylint: disable=import-outside-toplevel
+  try:
+    summary = sweep.run_sweep(args.config, args.workdir, args.launcher, args.parallel)
+  except trainer.Preempted as stopped:
+    print(f't5prompt sweep: {stopped}', file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
+  if args.report and args.launcher == 'local':
+    from analysis import report  # pylint: disable=import-outside-toplevel
+    print(report.write_report(args.workdir))
+  return 1 if summary.get('failed') else 0
+
+
+def _report(args) -> int:
+  from analysis import report  # pylint: disable=import-outside-toplevel
+  print(report.write_report(args.directory, args.output))
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5prompt', description='Prompt methods on a frozen Flax T5, from Small to XXL.')
@@ -282,6 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
   plan_.add_argument('--table', action='store_true', help='every size x method on the mesh\'s '
                      'device count, as Markdown')
   plan_.set_defaults(run=_plan)
+
+  sweep_ = commands.add_parser('sweep', help='Run a sweep (configs/sweeps/*.py): every run, '
+                               'skipping finished ones.')
+  sweep_.add_argument('--config', required=True)
+  sweep_.add_argument('--workdir', required=True)
+  sweep_.add_argument('--launcher', choices=('local', 'print', 'slurm', 'tpu'), default='local',
+                      help='local: run here; print: the commands; slurm: write an array job; '
+                           'tpu: launch/tpu_vm.sh commands')
+  sweep_.add_argument('--parallel', type=int, default=1, help='local runs at a time')
+  sweep_.add_argument('--report', action='store_true', help='write the report when done')
+  sweep_.set_defaults(run=_sweep)
+
+  report_ = commands.add_parser('report', help='Tables and plots from the result.json files '
+                                'under a directory, beside the paper\'s numbers.')
+  report_.add_argument('directory')
+  report_.add_argument('--output', help='default: DIRECTORY/report')
+  report_.set_defaults(run=_report)
   return parser
 
 

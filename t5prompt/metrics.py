@@ -35,8 +35,12 @@ def _f1_binary(predictions: np.ndarray, labels: np.ndarray, positive: int = 1) -
 
 
 def _common(predictions: np.ndarray, labels: np.ndarray) -> dict:
+  """Accuracy, the invalid-prediction rate, and the share of the most frequent prediction
+  (near 100: the run collapsed to one class)."""
+  _, counts = np.unique(predictions, return_counts=True)
   return {'accuracy': 100.0 * float(np.mean(predictions == labels)),
           'invalid_rate': 100.0 * float(np.mean(predictions < 0)),
+          'majority_prediction_share': 100.0 * float(counts.max() / len(predictions)),
           'num_examples': int(len(labels))}
 
 

@@ -21,10 +21,12 @@ EVAL_MODES = ('', 'rank', 'decode')
 def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.method = 'prompt_tuning'  # or 'model_tuning' (every weight trains: the baseline)
+  config.series = ''  # this run's line in report tables and plots; '' = the method
 
   config.model = ml_collections.ConfigDict()
   config.model.size = 't5-lm-adapt-small'  # a named size; random weights unless `checkpoint`
   config.model.checkpoint = ''  # HF dir / hub id / t5prompt dir; the frozen backbone
+  config.model.label = ''  # the size's name in reports; '' = model.size (or the checkpoint's)
   config.model.init_seed = 0  # random backbones only
   config.model.dtype = 'float32'  # compute dtype; params, prompt, optimizer state stay float32
   config.model.dropout_rate = 0.1

@@ -110,6 +110,15 @@ def load_model_backbone(model_config) -> Backbone:
   return Backbone(config, params, source, params_hash(params))
 
 
+def model_label(config) -> str:
+  """The backbone's name in reports: model.label, else the size, else the checkpoint's name."""
+  if config.model.label:
+    return config.model.label
+  if config.model.checkpoint:
+    return Path(config.model.checkpoint.rstrip('/')).name
+  return config.model.size
+
+
 def build_model(config: T5Config, method: str, prompt_length: int) -> T5:
   if method == 'prompt_tuning':
     return T5(config, prompt=SoftPrompt(prompt_length))
@@ -390,8 +399,8 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
     export_prompt(workdir, to_host(best_trainable['prompt']['prompt']), metadata)
   result = {
       'config': json.loads(config.to_json()),
-      'model_size': config.model.size if not config.model.checkpoint else config.model.checkpoint,
-      'd_model': backbone.config.d_model,
+      'model_size': model_label(config), 'num_params': optim.num_elements(backbone.params),
+      'd_model': backbone.config.d_model, 'series': config.series or config.method,
       'method': config.method, 'task': config.task.name, 'seed': config.train.seed,
       'prompt_length': config.prompt.length if config.method == 'prompt_tuning' else 0,
       'init': loop['init'], 'steps': step, 'stopped_early': stopped_early,

@@ -294,7 +294,9 @@ def _expected_shapes(config: T5Config) -> Params:
   from t5prompt.models.t5 import T5  # pylint: disable=import-outside-toplevel
   tokens = jnp.ones((1, 1), jnp.int32)
   shapes = jax.eval_shape(lambda: T5(config).init(jax.random.key(0), tokens, tokens))
-  return nn.unbox(shapes['params'])
+  # `.value`, not nn.unbox: under an active mesh unbox would add sharding constraints.
+  return jax.tree.map(lambda boxed: boxed.value, shapes['params'],
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 def load_hf(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Params]:

@@ -99,6 +99,16 @@ SIZES: dict[str, T5Config] = {
                           num_encoder_layers=2, num_decoder_layers=2,
                           feed_forward_proj='gated-gelu', tie_word_embeddings=False,
                           scale_decoder_outputs=False),
+    # The demo's ladder: three v1.1-style sizes small enough to pre-train briefly on a CPU.
+    'ladder-1': T5Config(d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
+                         num_decoder_layers=2, feed_forward_proj='gated-gelu',
+                         tie_word_embeddings=False, scale_decoder_outputs=False),
+    'ladder-2': T5Config(d_model=64, d_kv=16, d_ff=128, num_heads=4, num_encoder_layers=3,
+                         num_decoder_layers=3, feed_forward_proj='gated-gelu',
+                         tie_word_embeddings=False, scale_decoder_outputs=False),
+    'ladder-3': T5Config(d_model=128, d_kv=32, d_ff=256, num_heads=4, num_encoder_layers=4,
+                         num_decoder_layers=4, feed_forward_proj='gated-gelu',
+                         tie_word_embeddings=False, scale_decoder_outputs=False),
 }
 
 # Hub ids of the published checkpoints behind each real size name.

@@ -1,0 +1,1 @@
+"""Run directories -> tables and plots, side by side with the paper's numbers."""

@@ -1,0 +1,262 @@
+"""`t5prompt report DIR`: every result.json under DIR -> tables (Markdown, CSV, LaTeX) and
+plots (PNG, PDF), beside the paper's numbers.
+
+Outputs in DIR/report/:
+  scale_table.{md,csv,tex}  rows = series (method, or an ablation's value), columns = sizes by
+                            parameter count; cells mean ± std over seeds per task and the
+                            SuperGLUE average; the gap row (model - prompt tuning); the paper's
+  scale_plot.{png,pdf}      score vs parameters (log x), one line per series with seed error
+                            bars, the paper's curves dashed
+  robustness.{md,csv}       per domain-shift eval set: model tuning, prompt tuning, delta
+  runs.csv                  every run's score per eval set, and a flag on collapsed runs
+"""
+
+import collections
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from analysis import paper
+
+REQUIRED = ('model_size', 'method', 'task', 'seed', 'metrics', 'config')
+COLLAPSE_SHARE = 99.0  # % of predictions on one label: the run collapsed to a single class
+AVERAGE = 'SuperGLUE avg'
+
+
+def collect(directory: str | Path) -> tuple[list[dict], list[str]]:
+  """Every readable result.json under `directory`; unreadable ones are named and skipped."""
+  runs, skipped = [], []
+  for path in sorted(Path(directory).rglob('result.json')):
+    try:
+      result = json.loads(path.read_text())
+      missing = [key for key in REQUIRED if key not in result]
+      if missing:
+        raise ValueError(f'missing {", ".join(missing)}')
+      if not result['metrics']:
+        raise ValueError('no metrics (no eval ran)')
+    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as error:
+      skipped.append(f'{path}: {error}')
+      continue
+    result['path'] = str(path.parent)
+    runs.append(result)
+  return runs, skipped
+
+
+def in_domain(result: dict) -> str:
+  return result['config']['task']['eval_splits'][0]
+
+
+def series_of(result: dict) -> str:
+  return result.get('series') or result['method']
+
+
+def _mean_std(values) -> tuple[float, float, int]:
+  values = np.asarray(values, float)
+  std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+  return float(np.mean(values)), std, len(values)
+
+
+def scale_cells(runs: list[dict]) -> dict:
+  """{(series, size, task): (mean, std, n)} of in-domain scores, plus the SuperGLUE average
+  (per seed, the mean over the SuperGLUE tasks that seed has; then mean ± std over seeds)."""
+  scores = collections.defaultdict(list)
+  per_seed = collections.defaultdict(lambda: collections.defaultdict(list))
+  for result in runs:
+    key = (series_of(result), result['model_size'])
+    score = result['metrics'][in_domain(result)]['score']
+    scores[key + (result['task'],)].append(score)
+    if result['task'].startswith('superglue_'):
+      per_seed[key][result['seed']].append(score)
+  cells = {key: _mean_std(values) for key, values in scores.items()}
+  for key, seeds in per_seed.items():
+    cells[key + (AVERAGE,)] = _mean_std([np.mean(v) for v in seeds.values()])
+  return cells
+
+
+def sizes_in_order(runs: list[dict]) -> list[str]:
+  params = {}
+  for result in runs:
+    params[result['model_size']] = result.get('num_params', 0)
+  return sorted(params, key=lambda size: (params[size], size))
+
+
+def _fmt(cell) -> str:
+  if cell is None:
+    return ''
+  mean, std, n = cell
+  return f'{mean:.1f} ± {std:.1f} ({n})'
+
+
+def scale_table(runs: list[dict]) -> tuple[list[str], list[list[str]], dict]:
+  """(header, rows, cells) of the scale table; rows per (task, series), the gap, the paper."""
+  cells = scale_cells(runs)
+  sizes = sizes_in_order(runs)
+  series = sorted({series_of(r) for r in runs})
+  tasks = sorted({r['task'] for r in runs})
+  if any(t.startswith('superglue_') for t in tasks):
+    tasks.append(AVERAGE)
+  header = ['task', 'series'] + sizes
+  rows = []
+  for task in tasks:
+    for name in series:
+      rows.append([task, name] + [_fmt(cells.get((name, size, task))) for size in sizes])
+    if {'model_tuning', 'prompt_tuning'} <= set(series):
+      gap = []
+      for size in sizes:
+        model = cells.get(('model_tuning', size, task))
+        prompt = cells.get(('prompt_tuning', size, task))
+        gap.append(f'{model[0] - prompt[0]:+.1f}' if model and prompt else '')
+      rows.append([task, 'gap (model - prompt tuning)'] + gap)
+  if any(paper.scale('prompt_tuning', size) is not None for size in sizes):
+    for name in paper.SCALE:
+      rows.append([f'{AVERAGE} (paper)', name] + [
+          f'{paper.scale(name, size):.1f}' if paper.scale(name, size) is not None else ''
+          for size in sizes])
+  return header, rows, cells
+
+
+def _markdown(header, rows) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(row) + ' |' for row in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def _latex(header, rows) -> str:
+  escape = lambda text: (text.replace('\\', '\\textbackslash{}').replace('_', '\\_')
+                         .replace('±', '$\\pm$').replace('%', '\\%').replace('&', '\\&'))
+  lines = ['\\begin{tabular}{ll' + 'r' * (len(header) - 2) + '}', '\\toprule',
+           ' & '.join(escape(h) for h in header) + ' \\\\', '\\midrule']
+  lines += [' & '.join(escape(cell) for cell in row) + ' \\\\' for row in rows]
+  lines += ['\\bottomrule', '\\end{tabular}']
+  return '\n'.join(lines) + '\n'
+
+
+def _csv(header, rows) -> str:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer)
+  writer.writerow(header)
+  writer.writerows(rows)
+  return buffer.getvalue()
+
+
+def paper_table() -> tuple[list[str], list[list[str]]]:
+  header = ['series'] + [f'{size} ({paper.PARAMS[size] / 1e6:,.0f}M)' for size in paper.SIZES]
+  return header, [[name] + [f'{v:.1f}' for v in values] for name, values in paper.SCALE.items()]
+
+
+def scale_plot(runs: list[dict], cells: dict, output: Path) -> list[Path]:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+  tasks = {r['task'] for r in runs}
+  task = AVERAGE if any(t.startswith('superglue_') for t in tasks) else sorted(tasks)[0]
+  params = {r['model_size']: r.get('num_params', 0) for r in runs}
+  figure, axis = plt.subplots(figsize=(7, 4.5))
+  colors = {}
+  for index, name in enumerate(sorted({series_of(r) for r in runs})):
+    points = sorted((params[size], *cells[(name, size, task)][:2])
+                    for (s, size, t) in cells if s == name and t == task)
+    if not points:
+      continue
+    x, mean, std = zip(*points)
+    line = axis.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=f'{name} (t5prompt)')
+    colors[name] = line[0].get_color()
+  for name, values in paper.SCALE.items():
+    if name in ('model_tuning', 'prompt_tuning'):
+      axis.plot([paper.PARAMS[s] for s in paper.SIZES], values, linestyle='--', marker='x',
+                color=colors.get(name), alpha=0.7, label=f'{name} (paper, SuperGLUE)')
+  axis.set_xscale('log')
+  axis.set_xlabel('model parameters')
+  axis.set_ylabel(f'{task} score' if task == AVERAGE else f'{task} score (dev)')
+  axis.set_title('Score vs model size: t5prompt runs (solid) and the paper (dashed)')
+  axis.grid(True, which='both', alpha=0.3)
+  axis.legend(fontsize=8)
+  figure.tight_layout()
+  paths = [output / 'scale_plot.png', output / 'scale_plot.pdf']
+  for path in paths:
+    figure.savefig(path, dpi=150)
+  plt.close(figure)
+  return paths
+
+
+def robustness_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+  """Per eval set of runs that evaluate beyond their own task: model vs prompt tuning, delta,
+  with the paper's values where the set is one of its domain-shift sets."""
+  values = collections.defaultdict(list)
+  for result in runs:
+    for name, metrics in result['metrics'].items():
+      if ':' in name:  # a domain-shift set, `task:split`
+        values[(result['model_size'], result['task'], name, result['method'])].append(
+            metrics['score'])
+      elif name == in_domain(result) and result['config']['task']['extra_evals']:
+        values[(result['model_size'], result['task'], f'{result["task"]} (in-domain)',
+                result['method'])].append(metrics['score'])
+  header = ['size', 'trained on', 'eval set', 'model tuning', 'prompt tuning', 'delta',
+            'paper model', 'paper prompt']
+  rows = []
+  for size, task, name in sorted({key[:3] for key in values}):
+    model = values.get((size, task, name, 'model_tuning'))
+    prompt = values.get((size, task, name, 'prompt_tuning'))
+    model_cell, prompt_cell = (_mean_std(v) if v else None for v in (model, prompt))
+    delta = f'{prompt_cell[0] - model_cell[0]:+.1f}' if model_cell and prompt_cell else ''
+    eval_task = name.split(':')[0].replace(' (in-domain)', '')
+    published = paper.MRQA.get(eval_task) if task == 'mrqa_squad' else None
+    if (task, eval_task) in paper.PARAPHRASE:
+      published = tuple(pair[0] for pair in paper.PARAPHRASE[(task, eval_task)])
+    rows.append([size, task, name, _fmt(model_cell), _fmt(prompt_cell), delta,
+                 *(f'{v:.1f}' for v in published or ('', ''))])
+  return header, rows
+
+
+def collapsed(result: dict) -> bool:
+  metrics = result['metrics'][in_domain(result)]
+  return metrics.get('majority_prediction_share', 0.0) >= COLLAPSE_SHARE
+
+
+def runs_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+  header = ['size', 'series', 'task', 'seed', 'eval set', 'score', 'best step', 'collapsed',
+            'path']
+  rows = []
+  for result in sorted(runs, key=lambda r: (r['model_size'], series_of(r), r['task'], r['seed'])):
+    for name, metrics in result['metrics'].items():
+      rows.append([result['model_size'], series_of(result), result['task'], str(result['seed']),
+                   name, f'{metrics["score"]:.2f}', str(result.get('best_step')),
+                   'yes' if name == in_domain(result) and collapsed(result) else '',
+                   result['path']])
+  return header, rows
+
+
+def write_report(directory: str | Path, output: str | Path | None = None) -> str:
+  """Writes every table and plot; returns a summary (the scale table in Markdown)."""
+  runs, skipped = collect(directory)
+  for line in skipped:
+    print(f'report: skipped {line}', file=sys.stderr)
+  if not runs:
+    raise FileNotFoundError(f'No readable result.json under {directory}; run a sweep (or '
+                            '`t5prompt train`) into it first.')
+  output = Path(output) if output else Path(directory) / 'report'
+  output.mkdir(parents=True, exist_ok=True)
+  header, rows, cells = scale_table(runs)
+  paper_header, paper_rows = paper_table()
+  markdown = (f'# Scale: in-domain dev score, mean ± std (seeds), {len(runs)} runs\n\n'
+              + _markdown(header, rows)
+              + '\n## The paper (Lester et al. 2021), SuperGLUE dev average\n\n'
+              + _markdown(paper_header, paper_rows))
+  (output / 'scale_table.md').write_text(markdown)
+  (output / 'scale_table.csv').write_text(_csv(header, rows))
+  (output / 'scale_table.tex').write_text(_latex(header, rows))
+  scale_plot(runs, cells, output)
+  robust_header, robust_rows = robustness_rows(runs)
+  if robust_rows:
+    (output / 'robustness.md').write_text('# Domain shift: score on each eval set\n\n'
+                                          + _markdown(robust_header, robust_rows))
+    (output / 'robustness.csv').write_text(_csv(robust_header, robust_rows))
+  run_header, run_rows = runs_rows(runs)
+  (output / 'runs.csv').write_text(_csv(run_header, run_rows))
+  flagged = sum(1 for r in runs if collapsed(r))
+  return (markdown + f'\n{len(runs)} runs, {len(skipped)} skipped, {flagged} collapsed to one '
+          f'class; tables and plots in {output}\n')

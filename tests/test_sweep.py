@@ -1,0 +1,91 @@
+"""Sweeps: expansion and names, validation before anything runs, skipping finished runs,
+recording failures, launchers."""
+
+import json
+
+import pytest
+
+from t5prompt import cli, sweep
+
+from conftest import REPO
+
+SWEEP = '''
+from t5prompt.sweep import Sweep, product
+
+def get_sweep():
+  return Sweep(name='mini', base_config={base!r}, runs={runs})
+'''
+TINY = {'model.size': 'tiny-v1_1', 'task.input_length': 64, 'train.batch_size': 8,
+        'train.steps': 2, 'train.eval_every': 2, 'train.checkpoint_every': 2,
+        'train.eval_at_start': False, 'train.max_eval_examples': 8}
+
+
+def _write_sweep(tmp_path, runs):
+  path = tmp_path / 'mini.py'
+  path.write_text(SWEEP.format(base=str(REPO / 'configs' / 'smoke.py'), runs=runs))
+  return path
+
+
+def test_product_and_short_names():
+  runs = sweep.product({'model.size': ['a', 'b']},
+                       [{'method': 'prompt_tuning'},
+                        {'method': 'model_tuning', 'optimizer.learning_rate': 0.001}],
+                       {'train.seed': [0, 1]})
+  assert len(runs) == 8
+  assert runs[2] == {'model.size': 'a', 'method': 'model_tuning',
+                     'optimizer.learning_rate': 0.001, 'train.seed': 0}
+  names = sweep._short_names(runs)  # pylint: disable=protected-access
+  assert len(set(names)) == 8
+  assert names[2] == 'size=a,method=model_tuning,seed=0'  # the LR rides along unnamed
+
+
+def test_every_config_in_the_repo_expands():
+  expected = {'scale_superglue': 240, 'ablation_prompt_length': 600, 'ablation_init': 360,
+              'ablation_objective': 240, 'robustness_mrqa': 6, 'robustness_paraphrase': 12,
+              'demo': 12}
+  for name, count in expected.items():
+    runs = sweep.expand(sweep.load_sweep(REPO / 'configs' / 'sweeps' / f'{name}.py'), '/tmp/x')
+    assert len(runs) == count, name
+    assert len({run.name for run in runs}) == count
+
+
+def test_invalid_names_are_all_listed_before_anything_runs(tmp_path):
+  path = _write_sweep(tmp_path, [
+      {**TINY, 'model.size': 'tiny-v9'}, {**TINY, 'task.name': 'superglue_rtx'},
+      {**TINY, 'method': 'lora'}, {**TINY, 'train.seed': 3}])
+  with pytest.raises(ValueError, match=r"(?s)3 invalid run\(s\); nothing ran.*Unknown T5 size "
+                                       r"'tiny-v9'.*Unknown task 'superglue_rtx'.*method must be"):
+    sweep.run_sweep(path, tmp_path / 'runs')
+  assert not (tmp_path / 'runs').exists()
+
+
+def test_restarted_sweep_runs_only_unfinished_runs_and_records_failures(tmp_path, capsys):
+  path = _write_sweep(tmp_path, [{**TINY, 'train.seed': 0}, {**TINY, 'train.seed': 1},
+                                 {**TINY, 'train.seed': 2, 'task.train_split': 'fewglue_train'}])
+  assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs')]) == 1
+  err = capsys.readouterr().err
+  assert '[sweep] 2 done, 1 failed, 0 left of 3' in err
+  failure = json.loads((tmp_path / 'runs' / 'seed=2' / 'failed.json').read_text())
+  assert 'DataNotFoundError' in failure['error'] and 'fewglue_32/train.jsonl' in failure['error']
+  first = (tmp_path / 'runs' / 'seed=0' / 'result.json').read_text()
+  (tmp_path / 'runs' / 'seed=1' / 'result.json').unlink()  # as if interrupted before the end
+  assert sweep.run_sweep(path, tmp_path / 'runs') == {'done': 2, 'failed': 1, 'total': 3}
+  err = capsys.readouterr().err
+  assert '(1 already finished, skipped)' in err and 'now: seed=1' in err
+  assert 'now: seed=0' not in err
+  assert (tmp_path / 'runs' / 'seed=0' / 'result.json').read_text() == first
+  assert (tmp_path / 'runs' / 'seed=1' / 'result.json').exists()
+
+
+def test_launchers_print_commands_and_a_slurm_array(tmp_path, capsys):
+  path = _write_sweep(tmp_path, [{**TINY, 'train.seed': 0}, {**TINY, 'train.seed': 1}])
+  assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs'),
+                   '--launcher', 'print']) == 0
+  printed = capsys.readouterr().out.strip().splitlines()
+  assert len(printed) == 2 and printed[0].startswith('t5prompt train --config ')
+  assert '--config.train.seed=0' in printed[0] and str(tmp_path / 'runs' / 'seed=0') in printed[0]
+  assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs'),
+                   '--launcher', 'slurm']) == 0
+  script = (tmp_path / 'runs' / 'sweep_slurm.sbatch').read_text()
+  assert '#SBATCH --array=1-2' in script
+  assert len((tmp_path / 'runs' / 'sweep_commands.txt').read_text().splitlines()) == 2
