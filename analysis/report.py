@@ -97,7 +97,7 @@ def scale_table(runs: list[dict]) -> tuple[list[str], list[list[str]], dict]:
   sizes = sizes_in_order(runs)
   series = sorted({series_of(r) for r in runs})
   tasks = sorted({r['task'] for r in runs})
-  if any(t.startswith('superglue_') for t in tasks):
+  if sum(t.startswith('superglue_') for t in tasks) > 1:
     tasks.append(AVERAGE)
   header = ['task', 'series'] + sizes
   rows = []
@@ -153,7 +153,7 @@ def scale_plot(runs: list[dict], cells: dict, output: Path) -> list[Path]:
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
   tasks = {r['task'] for r in runs}
-  task = AVERAGE if any(t.startswith('superglue_') for t in tasks) else sorted(tasks)[0]
+  task = AVERAGE if sum(t.startswith('superglue_') for t in tasks) > 1 else sorted(tasks)[0]
   params = {r['model_size']: r.get('num_params', 0) for r in runs}
   figure, axis = plt.subplots(figsize=(7, 4.5))
   colors = {}
@@ -171,7 +171,7 @@ def scale_plot(runs: list[dict], cells: dict, output: Path) -> list[Path]:
                 color=colors.get(name), alpha=0.7, label=f'{name} (paper, SuperGLUE)')
   axis.set_xscale('log')
   axis.set_xlabel('model parameters')
-  axis.set_ylabel(f'{task} score' if task == AVERAGE else f'{task} score (dev)')
+  axis.set_ylabel(f'{task} score (dev)')
   axis.set_title('Score vs model size: t5prompt runs (solid) and the paper (dashed)')
   axis.grid(True, which='both', alpha=0.3)
   axis.legend(fontsize=8)

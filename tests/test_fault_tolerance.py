@@ -55,6 +55,7 @@ def uninterrupted(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_sigterm_at_a_random_step_then_resume_is_bitwise_equal(uninterrupted, tmp_path):
   stop_after = random.Random().randint(3, 25)
   print(f'SIGTERM once step {stop_after} is logged')
@@ -77,6 +78,7 @@ def test_sigterm_at_a_random_step_then_resume_is_bitwise_equal(uninterrupted, tm
   jax.tree.map(np.testing.assert_array_equal, _final_state(tmp_path), _final_state(uninterrupted))
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(uninterrupted, tmp_path,
                                                                     capsys):
   config = load_config(SMOKE, RUN)

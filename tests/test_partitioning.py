@@ -137,6 +137,7 @@ def test_same_steps_give_the_same_loss_and_prompt_on_every_mesh(runs_on_meshes):
   assert len(_losses(reference)) == 4
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_model_tuning_gives_the_same_weights_on_a_model_parallel_mesh(tmp_path):
   overrides = ('--config.method=model_tuning', '--config.optimizer.name=adam',
                '--config.optimizer.learning_rate=0.001', '--config.train.steps=2',
@@ -169,6 +170,7 @@ def _free_port() -> int:
     return probe.getsockname()[1]
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_two_processes_train_together_into_one_checkpoint(runs_on_meshes, tmp_path):
   """Two jax.distributed processes (4 CPU devices each) train on one 4x2 mesh over both, each
   loading its half of every batch; the checkpoint they write together equals a single

@@ -168,6 +168,7 @@ def test_params_carry_logical_axes():
   assert axes['decoder']['logits_dense']['kernel'] == ('embed', 'vocab')
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_dropout_only_when_enabled():
   config = convert.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_heads=2,
                             num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.5)

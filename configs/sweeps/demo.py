@@ -45,5 +45,5 @@ def get_sweep():
                      'optimizer.weight_decay': 0.0, 'optimizer.factored': True}],
                    {'task.name': ['superglue_cb']},
                    {'train.seed': [0, 1]},
-                   [{'train.steps': 200, 'train.eval_every': 50, 'train.checkpoint_every': 100,
+                   [{'train.steps': 150, 'train.eval_every': 75, 'train.checkpoint_every': 150,
                      'model.dropout_rate': 0.1}]))
