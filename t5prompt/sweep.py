@@ -33,7 +33,6 @@ class Sweep:
   runs: list[dict[str, Any]]  # config overrides per run
   # Called once, after validation and before the runs (the demo pre-trains its backbones).
   prepare: Callable[[], None] | None = None
-  description: str = ''
 
 
 def product(*axes: Sequence[dict[str, Any]] | dict[str, Sequence[Any]]) -> list[dict[str, Any]]:

@@ -1,6 +1,5 @@
 """The Flax T5 computes what transformers' PyTorch T5 computes, on the same weights."""
 
-import json
 
 import flax.linen as nn
 import jax

@@ -1,1 +1,1 @@
-"""Data: the T5 vocabulary, and (later) seqio tasks, sources and preprocessors."""
+"""Data: the T5 vocabulary, the seqio tasks (SuperGLUE, MRQA, GLUE), their sources and pipelines."""
