@@ -137,8 +137,8 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
   if isinstance(current, str) and not isinstance(value, str):
     value = text
   if type(value) is not type(current):
-    raise ValueError(f'Config key {key!r} is a {type(current).__name__} (now {current!r}); '
-                     f'got {text!r}.')
+    raise ValueError(f'Config key {key!r} takes a {type(current).__name__} value '
+                     f'(now {current!r}); got {text!r}.')
   node[leaf] = value
 
 

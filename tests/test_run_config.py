@@ -24,7 +24,7 @@ def test_overrides_are_typed():
                                '--config.prompt.init=sampled_vocab'])
   assert config.train.steps == 7 and config.optimizer.learning_rate == 1.0
   assert config.task.eval_splits == ('validation',) and config.prompt.init == 'sampled_vocab'
-  with pytest.raises(ValueError, match=r"'train.steps' is a int .*got 'many'"):
+  with pytest.raises(ValueError, match=r"'train.steps' takes a int value .*got 'many'"):
     apply_override(default_config(), 'train.steps=many')
 
 
