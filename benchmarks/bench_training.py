@@ -31,10 +31,10 @@ from flax import linen as nn  # pylint: disable=wrong-import-position
 from t5prompt import optim  # pylint: disable=wrong-import-position
 from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-position
 from t5prompt.models import get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
-from t5prompt.partitioning import (logical_param_specs,  # pylint: disable=wrong-import-position
-                                   make_partitioning, state_shardings)
+from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.run_config import default_config  # pylint: disable=wrong-import-position
-from t5prompt.train import build_model, make_train_step  # pylint: disable=wrong-import-position
+from t5prompt.train import (build_model, make_train_step,  # pylint: disable=wrong-import-position
+                            shard_train_state)
 from timing import machine, side_by_side  # pylint: disable=wrong-import-position
 
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
@@ -57,14 +57,8 @@ class Trainer:
       params = {**params, 'prompt': {'prompt': rng.uniform(-0.5, 0.5, (
           prompt_length, config.d_model)).astype(np.float32)}}
     with self.partitioning.activate():
-      shardings = self.partitioning.shardings(logical_param_specs(model))
-      trainable_shardings, frozen_shardings = optim.split_params(shardings, rules)
-      trainable, frozen = optim.split_params(params, rules)
-      self.trainable = self.partitioning.put(trainable, trainable_shardings)
-      self.frozen = self.partitioning.put(frozen, frozen_shardings)
-      opt_shardings = state_shardings(jax.eval_shape(optimizer.init, self.trainable),
-                                      trainable_shardings, self.trainable, self.partitioning)
-      self.opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(self.trainable)
+      state = shard_train_state(model, params, rules, optimizer, self.partitioning)
+      self.trainable, self.frozen, self.opt_state = state.trainable, state.frozen, state.opt_state
       self.batch = self.partitioning.full_batch_to_global({
           'inputs': rng.randint(2, 32000, (batch, input_length)).astype(np.int32),
           'targets': rng.randint(2, 32000, (batch, target_length)).astype(np.int32)})

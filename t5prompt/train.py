@@ -158,6 +158,33 @@ def make_train_step(model: T5, optimizer: optax.GradientTransformation):
   return train_step
 
 
+@dataclasses.dataclass
+class ShardedTrainState:
+  """The arrays a train step reads and writes, placed on the mesh, with their shardings."""
+  trainable: dict
+  frozen: dict
+  opt_state: Any
+  trainable_shardings: dict
+  frozen_shardings: dict
+  opt_shardings: Any
+
+
+def shard_train_state(model: T5, params: dict, rules, optimizer: optax.GradientTransformation,
+                      partitioning: Partitioning) -> ShardedTrainState:
+  """Splits host params into trainable and frozen, places both by the logical axis rules, and
+  initialises the optimizer state on the shardings of the params it mirrors."""
+  param_shardings = partitioning.shardings(logical_param_specs(model))
+  trainable_shardings, frozen_shardings = optim.split_params(param_shardings, rules)
+  trainable, frozen = optim.split_params(params, rules)
+  trainable = partitioning.put(trainable, trainable_shardings)
+  frozen = partitioning.put(frozen, frozen_shardings)
+  opt_shardings = state_shardings(jax.eval_shape(optimizer.init, trainable), trainable_shardings,
+                                  trainable, partitioning)
+  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
+  return ShardedTrainState(trainable, frozen, opt_state, trainable_shardings, frozen_shardings,
+                           opt_shardings)
+
+
 def initial_params(config, backbone: Backbone, model: T5, spec, vocabulary,
                    init_rng) -> tuple[dict, dict | None]:
   """Backbone params plus the initialised prompt, and the record of the init that ran."""
@@ -260,14 +287,10 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   params, init_record = initial_params(config, backbone, model, spec, vocabulary, init_rng)
 
   # --- Sharding: params by the logical rules, optimizer state following its params --------
-  param_shardings = partitioning.shardings(logical_param_specs(model))
-  trainable_shardings, frozen_shardings = optim.split_params(param_shardings, rules)
-  trainable, frozen = optim.split_params(params, rules)
-  trainable = partitioning.put(trainable, trainable_shardings)
-  frozen = partitioning.put(frozen, frozen_shardings)
-  opt_shardings = state_shardings(jax.eval_shape(optimizer.init, trainable), trainable_shardings,
-                                  trainable, partitioning)
-  opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
+  state = shard_train_state(model, params, rules, optimizer, partitioning)
+  trainable, frozen, opt_state = state.trainable, state.frozen, state.opt_state
+  trainable_shardings, frozen_shardings, opt_shardings = (
+      state.trainable_shardings, state.frozen_shardings, state.opt_shardings)
   dropout_rng = jax.device_put(dropout_rng, partitioning.replicated)
 
   # --- State: fresh or resumed ------------------------------------------------------------

@@ -7,9 +7,9 @@ from flax import linen as nn
 
 from t5prompt import cli, optim, plan
 from t5prompt.models import get_size
-from t5prompt.partitioning import logical_param_specs, make_partitioning, state_shardings
+from t5prompt.partitioning import make_partitioning
 from t5prompt.run_config import default_config
-from t5prompt.train import build_model
+from t5prompt.train import build_model, shard_train_state
 
 
 def _device_bytes(tree) -> int:
@@ -31,21 +31,15 @@ def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed):
   model = build_model(config, method, 16)
   rules = optim.label_rules(method)
   partitioning = make_partitioning(mesh, shard_embed)
-  with partitioning.activate():
-    shardings = partitioning.shardings(logical_param_specs(model))
-    tokens = jnp.ones((8, 8), jnp.int32)
-    params = partitioning.put(nn.unbox(model.init(jax.random.key(0), tokens, tokens))['params'],
-                              shardings)
-    trainable, _ = optim.split_params(params, rules)
-    trainable_shardings, _ = optim.split_params(shardings, rules)
-    optimizer = optim.make_optimizer(optimizer_config, rules)
-    opt_shardings = state_shardings(jax.eval_shape(optimizer.init, trainable),
-                                    trainable_shardings, trainable, partitioning)
-    opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
-  assert expected.params == _device_bytes(params)
-  assert expected.trainable == expected.gradients == _device_bytes(trainable)
-  assert expected.optimizer_state == _device_bytes(opt_state)
-  assert expected.num_params == optim.num_elements(params)
+  tokens = jnp.ones((8, 8), jnp.int32)
+  host_params = nn.unbox(model.init(jax.random.key(0), tokens, tokens))['params']
+  optimizer = optim.make_optimizer(optimizer_config, rules)
+  with partitioning.activate():  # placed exactly as training places them
+    state = shard_train_state(model, host_params, rules, optimizer, partitioning)
+  assert expected.params == _device_bytes(state.trainable) + _device_bytes(state.frozen)
+  assert expected.trainable == expected.gradients == _device_bytes(state.trainable)
+  assert expected.optimizer_state == _device_bytes(state.opt_state)
+  assert expected.num_params == optim.num_elements(host_params)
   if method == 'prompt_tuning':
     assert expected.num_trainable == 16 * config.d_model
 
