@@ -33,7 +33,8 @@ from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-
 from t5prompt.models import get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.run_config import default_config  # pylint: disable=wrong-import-position
-from t5prompt.train import (build_model, make_train_step,  # pylint: disable=wrong-import-position
+from t5prompt.prompts.methods import build_model  # pylint: disable=wrong-import-position
+from t5prompt.train import (make_train_step,  # pylint: disable=wrong-import-position
                             shard_train_state)
 from timing import machine, side_by_side  # pylint: disable=wrong-import-position
 

@@ -151,12 +151,25 @@ class RunCheckpoints:
     self.best.close()
 
 
-def export_prompt(directory: str | os.PathLike, prompt: np.ndarray, metadata: dict) -> Path:
-  """The portable prompt: `prompt.npy` (float32 [P, d]) and `prompt.json` beside it."""
+def export_prompt(directory: str | os.PathLike, arrays: dict[str, np.ndarray],
+                  metadata: dict) -> Path:
+  """The portable prompt, with `prompt.json` (metadata and shapes) beside it:
+  `prompt.npy` (float32 [P, d]) for input prompts ({'prompt': array}), else `prefix.npz`
+  (prefixes, {'<kind>_key': [layers, P, heads, d_kv], ...})."""
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  prompt = np.asarray(prompt, np.float32)
-  atomic.write_npy(directory / 'prompt.npy', prompt)
-  atomic.write_json(directory / 'prompt.json',
-                    {**metadata, 'shape': list(prompt.shape), 'dtype': 'float32'})
-  return directory / 'prompt.npy'
+  arrays = {name: np.asarray(array, np.float32) for name, array in arrays.items()}
+  if list(arrays) == ['prompt']:
+    path = directory / 'prompt.npy'
+    atomic.write_npy(path, arrays['prompt'])
+  else:
+    path = directory / 'prefix.npz'
+    def write(name):
+      with open(name, 'wb') as stream:  # a stream: np.savez would add '.npz' to the temp name
+        np.savez(stream, **arrays)
+    atomic.write_bytes_with(path, write)
+  atomic.write_json(directory / 'prompt.json', {
+      **metadata, 'file': path.name, 'dtype': 'float32',
+      'shape': list(arrays['prompt'].shape) if 'prompt' in arrays else None,
+      'shapes': {name: list(array.shape) for name, array in arrays.items()}})
+  return path

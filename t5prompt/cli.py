@@ -175,11 +175,14 @@ def _plan(args) -> int:
   shape = dict(batch=args.batch, input_length=args.seq, target_length=args.targets,
                prompt_length=args.prompt_length, dtype=args.dtype)
   mesh = plan.parse_mesh(args.mesh)
+  if args.counts:
+    print(plan.counts_table(args.size, args.prompt_length, reparam_hidden=args.reparam_hidden))
+    return 0
   if args.table:
     print(plan.markdown_table(mesh[0] * mesh[1], memory, **shape))
     return 0
   result = plan.plan(args.size, args.method, mesh, shard_embed=args.shard_embed,
-                     remat=args.remat, **shape)
+                     remat=args.remat, reparam_hidden=args.reparam_hidden, **shape)
   print(plan.format_plan(result, memory))
   if not result.fits(memory):
     better = plan.suggest(args.size, args.method, mesh[0] * mesh[1], memory, **shape)
@@ -289,18 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
   plan_ = commands.add_parser('plan', help='Memory per device for a size, method and mesh.')
   plan_.add_argument('--size', default='xxl', help='small|base|large|xl|xxl (LM-adapted) or a '
                      'named size such as t5-v1_1-xl')
-  plan_.add_argument('--method', default='prompt', help='prompt or model (tuning)')
+  plan_.add_argument('--method', default='prompt', help='prompt | model | prefix | deep | '
+                     'ptuning (tuning), or a full method name')
   plan_.add_argument('--mesh', default='16x1', help='DATAxMODEL, e.g. 16x1, 4x4')
   plan_.add_argument('--batch', type=int, default=32)
   plan_.add_argument('--seq', type=int, default=512, help='input length (before the prompt)')
   plan_.add_argument('--targets', type=int, default=8, help='target length')
   plan_.add_argument('--prompt-length', type=int, default=100)
+  plan_.add_argument('--reparam-hidden', type=int, default=512,
+                     help="prefix tuning's MLP / P-tuning's encoder hidden size")
   plan_.add_argument('--remat', choices=('none', 'full', 'dots'), default='none')
   plan_.add_argument('--shard-embed', action='store_true', help='also shard weights over data')
   plan_.add_argument('--dtype', choices=('bfloat16', 'float32'), default='bfloat16')
   plan_.add_argument('--device-memory', default='16GiB', help='per device, e.g. 16GiB, 80GiB')
   plan_.add_argument('--table', action='store_true', help='every size x method on the mesh\'s '
                      'device count, as Markdown')
+  plan_.add_argument('--counts', action='store_true', help='trainable and stored params of '
+                     'every method for --size, as Markdown')
   plan_.set_defaults(run=_plan)
 
   sweep_ = commands.add_parser('sweep', help='Run a sweep (configs/sweeps/*.py): every run, '

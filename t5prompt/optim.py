@@ -23,7 +23,11 @@ LabelRules = Sequence[tuple[str, str]]  # (regex over 'a/b/c' paths, 'train' | '
 # What each method trains. The first matching regex wins; every leaf must match one.
 TRAINABLE_RULES: dict[str, LabelRules] = {
     'prompt_tuning': ((r'^prompt/', 'train'), (r'.*', 'freeze')),
+    'p_tuning': ((r'^prompt/', 'train'), (r'.*', 'freeze')),
+    'prefix_tuning': ((r'^prefix/', 'train'), (r'.*', 'freeze')),
+    'deep_prompt_tuning': ((r'^prefix/', 'train'), (r'.*', 'freeze')),
     'model_tuning': ((r'.*', 'train'),),
+    'prompt_design': ((r'.*', 'freeze'),),  # nothing trains: a hand-written template
 }
 OPTIMIZERS = ('adafactor', 'adam', 'adamw')
 

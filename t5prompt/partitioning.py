@@ -45,6 +45,8 @@ def logical_axis_rules(shard_embed: bool = False) -> tuple[tuple[str, Any], ...]
       ('relpos_buckets', None),
       ('prompt', None),
       ('prompt_embed', None),
+      ('prefix', None),
+      ('prefix_mlp', None),
   )
 
 

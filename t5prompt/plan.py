@@ -16,10 +16,13 @@ from t5prompt import optim
 from t5prompt.models import T5Config, get_size
 from t5prompt.partitioning import (Partitioning, bytes_per_device, logical_axis_rules,
                                    logical_param_specs, state_shardings)
+from t5prompt.prompts.methods import INPUT_PROMPT_METHODS, METHODS, build_model, for_inference
 
 GiB = 1024 ** 3
+TRAINED_METHODS = tuple(method for method in METHODS if method != 'prompt_design')
 SIZE_ALIASES = {name: f't5-lm-adapt-{name}' for name in ('small', 'base', 'large', 'xl', 'xxl')}
-METHOD_ALIASES = {'prompt': 'prompt_tuning', 'model': 'model_tuning'}
+METHOD_ALIASES = {'prompt': 'prompt_tuning', 'model': 'model_tuning', 'prefix': 'prefix_tuning',
+                  'deep': 'deep_prompt_tuning', 'ptuning': 'p_tuning'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,10 +90,12 @@ def activation_bytes(config: T5Config, batch_per_device: int, input_length: int,
 def plan(size: str, method: str, mesh: tuple[int, int], batch: int = 32,
          input_length: int = 512, target_length: int = 8, prompt_length: int = 100,
          shard_embed: bool = False, remat: str = 'none', dtype: str = 'bfloat16',
-         optimizer_config=None) -> Plan:
-  """The memory plan; `optimizer_config` defaults to the run config's (Adafactor, paper)."""
-  from t5prompt.train import build_model  # pylint: disable=import-outside-toplevel
+         optimizer_config=None, **method_options) -> Plan:
+  """The memory plan; `optimizer_config` defaults to the run config's (Adafactor, paper);
+  `method_options` are `build_model`'s (e.g. reparam_hidden, attention)."""
   method = METHOD_ALIASES.get(method, method)
+  if method not in TRAINED_METHODS:
+    raise ValueError(f'plan covers the trained methods {TRAINED_METHODS}; got {method!r}.')
   name, config = resolve_size(size)
   config = config.replace(dtype=dtype, remat_policy=remat)
   data, model_axis = mesh
@@ -100,7 +105,7 @@ def plan(size: str, method: str, mesh: tuple[int, int], batch: int = 32,
       AbstractMesh((data, model_axis), ('data', 'model'),
                    axis_types=(AxisType.Auto, AxisType.Auto)),
       logical_axis_rules(shard_embed))
-  model = build_model(config, method, prompt_length)
+  model = build_model(config, method, prompt_length, **method_options)
   rules = optim.label_rules(method)
   specs = logical_param_specs(model)
   tokens = jax.ShapeDtypeStruct((1, 8), np.int32)
@@ -119,7 +124,7 @@ def plan(size: str, method: str, mesh: tuple[int, int], batch: int = 32,
       params=bytes_per_device(shapes, shardings), trainable=trainable_bytes,
       optimizer_state=bytes_per_device(opt_shapes, opt_shardings), gradients=trainable_bytes,
       activations=activation_bytes(config, batch // data, input_length
-                                   + (prompt_length if method == 'prompt_tuning' else 0),
+                                   + (prompt_length if method in INPUT_PROMPT_METHODS else 0),
                                    target_length, model_axis, remat),
       num_trainable=optim.num_elements(trainable), num_params=optim.num_elements(shapes))
 
@@ -199,4 +204,34 @@ def markdown_table(num_devices: int, device_memory_bytes: float, **kwargs) -> st
       lines.append(f'| {alias} | {method} | {best.num_trainable:,} | {best.mesh[0]} x '
                    f'{best.mesh[1]} | {best.remat} | {"yes" if best.shard_embed else "no"} | '
                    f'{best.total / GiB:.2f} |')
+  return '\n'.join(lines)
+
+
+def parameter_counts(size: str, prompt_length: int = 100, **method_options) -> list[dict]:
+  """Per trained method: the params it trains and the params it stores after training (the
+  reparameterisations folded away), beside the backbone's count. Shapes only, no compute."""
+  _, config = resolve_size(size)
+  tokens = jax.ShapeDtypeStruct((1, 8), np.int32)
+  rows = []
+  for method in TRAINED_METHODS:
+    model = build_model(config, method, prompt_length, **method_options)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)['params']
+    shapes = jax.tree.map(lambda boxed: boxed.value if hasattr(boxed, 'value') else boxed,
+                          shapes, is_leaf=lambda x: hasattr(x, 'value'))
+    trainable, _ = optim.split_params(shapes, optim.label_rules(method))
+    stored = jax.eval_shape(lambda p, model=model: for_inference(model, p)[1], trainable)
+    rows.append({'method': method, 'trainable': optim.num_elements(trainable),
+                 'stored': optim.num_elements(stored), 'backbone': optim.num_elements(
+                     {k: v for k, v in shapes.items() if k not in ('prompt', 'prefix')})})
+  return rows
+
+
+def counts_table(size: str, prompt_length: int = 100, **method_options) -> str:
+  name, _ = resolve_size(size)
+  lines = [f'{name}, prompt length {prompt_length}',
+           '| method | trainable params | stored after training | % of backbone |',
+           '|---|---|---|---|']
+  for row in parameter_counts(size, prompt_length, **method_options):
+    lines.append(f'| {row["method"]} | {row["trainable"]:,} | {row["stored"]:,} | '
+                 f'{100 * row["trainable"] / row["backbone"]:.4f} |')
   return '\n'.join(lines)

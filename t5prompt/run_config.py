@@ -12,15 +12,20 @@ from pathlib import Path
 import ml_collections
 
 from t5prompt.prompts.initializers import INIT_NAMES
+from t5prompt.prompts.methods import METHODS
+from t5prompt.prompts.prefix import ATTENTION_KINDS
+from t5prompt.prompts.prompt_encoder import ENCODER_KINDS
 
-METHODS = ('prompt_tuning', 'model_tuning')
 DTYPES = ('float32', 'bfloat16')
 EVAL_MODES = ('', 'rank', 'decode')
 
 
 def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.method = 'prompt_tuning'  # or 'model_tuning' (every weight trains: the baseline)
+  # prompt_tuning | model_tuning (every weight trains: the baseline) | prefix_tuning |
+  # deep_prompt_tuning (P-tuning v2) | p_tuning | prompt_design (a hand-written template, no
+  # training); see t5prompt/prompts/methods.py
+  config.method = 'prompt_tuning'
   config.series = ''  # this run's line in report tables and plots; '' = the method
 
   config.model = ml_collections.ConfigDict()
@@ -34,11 +39,18 @@ def default_config() -> ml_collections.ConfigDict:
   config.model.remat_policy = 'none'
 
   config.prompt = ml_collections.ConfigDict()
-  config.prompt.length = 100
+  config.prompt.length = 100  # virtual tokens (prompt / P-tuning) or prefix positions
   config.prompt.init = 'class_label'  # random_uniform | sampled_vocab | class_label | text | file
   config.prompt.init_text = ''
   config.prompt.init_file = ''
   config.prompt.vocab_population = 5000
+  # Prefix methods: the attention kinds that get prefixes; deep prompts may set one length per
+  # layer (shorter layers are padded and masked).
+  config.prompt.attention = ATTENTION_KINDS
+  config.prompt.layer_lengths = ()  # () = prompt.length at every layer
+  config.prompt.reparam_hidden = 512  # prefix tuning's MLP / P-tuning's encoder hidden size
+  config.prompt.encoder = 'lstm'  # P-tuning's prompt encoder: lstm | mlp
+  config.prompt.shots = 0  # prompt_design: demonstrations from the task's few-shot split
 
   config.task = ml_collections.ConfigDict()
   config.task.name = 'superglue_rte'
@@ -175,6 +187,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     need(bool(config.prompt.init_file), 'prompt.init="file" needs prompt.init_file')
   if config.prompt.init == 'text':
     need(bool(config.prompt.init_text), 'prompt.init="text" needs prompt.init_text')
+  attention = tuple(config.prompt.attention)
+  need(bool(attention) and set(attention) <= set(ATTENTION_KINDS),
+       f'prompt.attention must name some of {ATTENTION_KINDS}, got {attention}')
+  lengths = tuple(config.prompt.layer_lengths)
+  if lengths:
+    need(config.method == 'deep_prompt_tuning',
+         'prompt.layer_lengths is for method=deep_prompt_tuning (per-layer prompts)')
+    need(all(n >= 0 for n in lengths) and max(lengths) > 0,
+         f'prompt.layer_lengths must be >= 0 with one > 0, got {lengths}')
+  need(config.prompt.reparam_hidden > 0, 'prompt.reparam_hidden must be positive')
+  need(config.prompt.encoder in ENCODER_KINDS,
+       f'prompt.encoder must be one of {ENCODER_KINDS}, got {config.prompt.encoder!r}')
+  need(config.prompt.shots >= 0, 'prompt.shots must be >= 0')
   if problems:
     raise ValueError('Invalid config:\n  ' + '\n  '.join(problems))
   _check_task(config)

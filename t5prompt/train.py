@@ -36,8 +36,10 @@ from t5prompt.models import T5, T5Config, get_size
 from t5prompt.models.convert import load_backbone, params_hash
 from t5prompt.models.decode import shift_right
 from t5prompt.partitioning import (Partitioning, logical_param_specs, make_partitioning,
-                                   state_shardings, to_host)
-from t5prompt.prompts import SoftPrompt, make_initializer
+                                   state_shardings)
+from t5prompt.prompts import make_initializer
+from t5prompt.prompts.methods import (INPUT_PROMPT_METHODS, PROMPT_METHODS, build_model,
+                                      exported_prompt, for_inference, method_options)
 from t5prompt.run_log import RunLog
 
 
@@ -118,12 +120,6 @@ def model_label(config) -> str:
   return config.model.size
 
 
-def build_model(config: T5Config, method: str, prompt_length: int) -> T5:
-  if method == 'prompt_tuning':
-    return T5(config, prompt=SoftPrompt(prompt_length))
-  return T5(config)
-
-
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   """Mean token cross-entropy over non-padding targets (as transformers/PEFT compute it)."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -187,9 +183,18 @@ def shard_train_state(model: T5, params: dict, rules, optimizer: optax.GradientT
 
 def initial_params(config, backbone: Backbone, model: T5, spec, vocabulary,
                    init_rng) -> tuple[dict, dict | None]:
-  """Backbone params plus the initialised prompt, and the record of the init that ran."""
-  if model.prompt is None:
+  """Backbone params plus the initialised prompt-method params, and the record of the init."""
+  if config.method not in PROMPT_METHODS:
     return backbone.params, None
+  if config.method != 'prompt_tuning':
+    # P-tuning's encoder and the prefixes start from their modules' own initialisers (as PEFT's).
+    if model.prompt is not None:
+      params = model.prompt.clone(parent=None).init(
+          init_rng, backbone.config.d_model, method=type(model.prompt).produce_prompt)
+      subtree = 'prompt'
+    else:
+      params, subtree = model.prefix.clone(parent=None).init(init_rng), 'prefix'
+    return {**backbone.params, subtree: nn.unbox(params['params'])}, {'name': 'module_default'}
   prompt_config = config.prompt
   embedding = backbone.params['token_embedder']['embedding']
   init_fn, record = make_initializer(
@@ -234,7 +239,7 @@ def manifest_for(config, backbone: Backbone) -> dict[str, Any]:
       'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash,
                    'd_model': backbone.config.d_model},
       'method': config.method,
-      'prompt': config.prompt.to_dict() if config.method == 'prompt_tuning' else None,
+      'prompt': config.prompt.to_dict() if config.method in PROMPT_METHODS else None,
       'task': {key: config.task[key] for key in ('name', 'train_split', 'input_length',
                                                  'target_length')},
       'optimizer': config.optimizer.to_dict(),
@@ -280,7 +285,8 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   eval_sets = load_eval_sets(config)
 
   # --- Model & optimizer ------------------------------------------------------------------
-  model = build_model(backbone.config, config.method, config.prompt.length)
+  model = build_model(backbone.config, config.method, config.prompt.length,
+                      **method_options(config.prompt))
   rules = optim.label_rules(config.method)
   optimizer = optim.make_optimizer(config.optimizer, rules)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.train.seed))
@@ -326,8 +332,8 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
       donate_argnums=(0, 1))
 
   def run_evals(step: int) -> dict:
-    results = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, vocabulary,
-                       config.train.eval_batch_size, config.train.max_eval_examples)
+    results = evaluate(*for_inference(model, optim.merge_params(trainable, frozen)), eval_sets,
+                       vocabulary, config.train.eval_batch_size, config.train.max_eval_examples)
     for name, metrics in results.items():
       run_log.write(step, f'eval/{name}', metrics)
     return results
@@ -409,6 +415,8 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   _, best_trainable = checkpoints.restore_best(trainable)
   checkpoints.close()
   run_log.close()
+  # Every host takes part (a prefix may be sharded over hosts); one writes it.
+  artefact = exported_prompt(model, best_trainable) if config.method in PROMPT_METHODS else None
   if not is_writer:
     return {}
   metadata = {
@@ -416,15 +424,15 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
       'task': config.task.name, 'method': config.method, 'init': loop['init'],
       'best_step': loop['best_step'], 'best_score': loop['best_score'],
   }
-  if config.method == 'prompt_tuning':
+  if config.method in PROMPT_METHODS:
     metadata['prompt_length'] = config.prompt.length
-    export_prompt(workdir, to_host(best_trainable['prompt']['prompt']), metadata)
+    export_prompt(workdir, artefact, metadata)
   result = {
       'config': json.loads(config.to_json()),
       'model_size': model_label(config), 'num_params': optim.num_elements(backbone.params),
       'd_model': backbone.config.d_model, 'series': config.series or config.method,
       'method': config.method, 'task': config.task.name, 'seed': config.train.seed,
-      'prompt_length': config.prompt.length if config.method == 'prompt_tuning' else 0,
+      'prompt_length': config.prompt.length if config.method in PROMPT_METHODS else 0,
       'init': loop['init'], 'steps': step, 'stopped_early': stopped_early,
       'metrics': loop['best_metrics'], 'metric': spec.metric, 'best_step': loop['best_step'],
       'initial_metrics': loop.get('initial_metrics'),
@@ -462,7 +470,8 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
   backbone = load_model_backbone(config.model)
   check_or_write_manifest(workdir, manifest_for(config, backbone))  # same backbone, or refuse
   spec = task_spec(config)
-  model = build_model(backbone.config, config.method, config.prompt.length)
+  model = build_model(backbone.config, config.method, config.prompt.length,
+                      **method_options(config.prompt))
   rules = optim.label_rules(config.method)
   params, _ = initial_params(config, backbone, model, spec, get_vocabulary(),
                              jax.random.key(0))
@@ -481,6 +490,6 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
     raise ValueError(f'which must be "best" or "latest", got {which!r}.')
   checkpoints.close()
   eval_sets = load_eval_sets(config, splits)
-  metrics = evaluate(model, optim.merge_params(trainable, frozen), eval_sets, get_vocabulary(),
-                     config.train.eval_batch_size)
+  metrics = evaluate(*for_inference(model, optim.merge_params(trainable, frozen)), eval_sets,
+                     get_vocabulary(), config.train.eval_batch_size)
   return {'workdir': str(workdir), 'checkpoint': which, 'step': step, 'metrics': metrics}

@@ -7,7 +7,8 @@ import pytest
 
 from t5prompt import optim
 from t5prompt.run_config import default_config
-from t5prompt.train import build_model, make_loss_fn, make_train_step
+from t5prompt.prompts.methods import build_model
+from t5prompt.train import make_loss_fn, make_train_step
 from t5prompt.models import get_size
 
 PROMPT_LENGTH = 4

@@ -21,7 +21,8 @@ from t5prompt.models import get_size
 from t5prompt.partitioning import (logical_param_specs, make_partitioning, mesh_shape,
                                    state_shardings)
 from t5prompt.run_config import load_config
-from t5prompt.train import build_model, train
+from t5prompt.prompts.methods import build_model
+from t5prompt.train import train
 
 from conftest import REPO
 

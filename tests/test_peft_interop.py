@@ -14,7 +14,8 @@ from conftest import make_hf_t5, random_batch, save_as_hub_v4
 from t5prompt import cli, optim
 from t5prompt.models import load_hf
 from t5prompt.prompts import peft_format
-from t5prompt.train import build_model, make_loss_fn
+from t5prompt.prompts.methods import build_model
+from t5prompt.train import make_loss_fn
 
 TOLERANCE = 1e-4  # fp32, max |Δ| of loss, gradients and logits
 PROMPT_LENGTH = 5

@@ -9,7 +9,8 @@ from t5prompt import cli, optim, plan
 from t5prompt.models import get_size
 from t5prompt.partitioning import make_partitioning
 from t5prompt.run_config import default_config
-from t5prompt.train import build_model, shard_train_state
+from t5prompt.prompts.methods import build_model
+from t5prompt.train import shard_train_state
 
 
 def _device_bytes(tree) -> int:
@@ -21,7 +22,9 @@ def _device_bytes(tree) -> int:
 
 @pytest.mark.parametrize('method, mesh, shard_embed', [
     ('prompt_tuning', (8, 1), False), ('prompt_tuning', (4, 2), False),
-    ('model_tuning', (2, 4), False), ('model_tuning', (4, 2), True)])
+    ('model_tuning', (2, 4), False), ('model_tuning', (4, 2), True),
+    ('prefix_tuning', (4, 2), False), ('deep_prompt_tuning', (2, 4), True),
+    ('p_tuning', (8, 1), False)])
 def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed):
   config = get_size('tiny-v1_1')
   optimizer_config = default_config().optimizer
@@ -68,3 +71,29 @@ def test_plan_command_suggests_a_mesh_that_fits(capsys):
   assert 'fits in 16 GiB' in capsys.readouterr().out
   assert cli.main(['plan', '--mesh', '16']) == 2
   assert 'DATAxMODEL' in capsys.readouterr().err
+
+
+def test_parameter_counts_per_method():
+  """Trained and stored counts from the formulas: tiny-v1_1 has d=32, 2+2 layers, 4 heads x 8."""
+  counts = {row['method']: row for row in plan.parameter_counts('tiny-v1_1', 10,
+                                                                reparam_hidden=16)}
+  length, d, hidden, layers, inner = 10, 32, 16, 2, 4 * 8
+  kinds = 3  # encoder self-, decoder self-, decoder cross-attention
+  prefixes = kinds * layers * 2 * length * inner
+  assert counts['prompt_tuning']['trainable'] == counts['prompt_tuning']['stored'] == length * d
+  assert counts['deep_prompt_tuning']['trainable'] == prefixes
+  assert counts['prefix_tuning']['trainable'] == (length * d + d * hidden + hidden
+                                                  + kinds * (hidden + 1) * layers * 2 * inner)
+  assert counts['prefix_tuning']['stored'] == prefixes  # the MLP folded away
+  lstm = 2 * ((d + hidden + 1) * 4 * hidden) + 2 * ((2 * hidden + hidden + 1) * 4 * hidden)
+  head = (2 * hidden + 1) * 2 * hidden + (2 * hidden + 1) * d
+  assert counts['p_tuning']['trainable'] == length * d + lstm + head
+  assert counts['p_tuning']['stored'] == length * d  # the encoder dropped
+  assert counts['model_tuning']['trainable'] == counts['model_tuning']['backbone']
+
+
+def test_cli_plan_prints_the_counts(capsys):
+  assert cli.main(['plan', '--size', 'small', '--counts', '--prompt-length', '100']) == 0
+  out = capsys.readouterr().out
+  assert '| prompt_tuning | 51,200 | 51,200 |' in out
+  assert '| deep_prompt_tuning | 1,843,200 | 1,843,200 |' in out  # 3 kinds x 8 x 2 x 100 x 384

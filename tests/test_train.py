@@ -10,8 +10,8 @@ import pytest
 
 from t5prompt import cli, optim
 from t5prompt.run_config import load_config
-from t5prompt.train import (build_model, initial_params, load_model_backbone, make_train_step,
-                            train)
+from t5prompt.prompts.methods import build_model, method_options
+from t5prompt.train import initial_params, load_model_backbone, make_train_step, train
 from t5prompt.data import pipeline
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import get_vocabulary
@@ -35,20 +35,24 @@ def _saved_state(workdir, step):
   return ocp.PyTreeCheckpointer().restore(workdir / 'checkpoints' / str(step) / 'state')
 
 
-def test_backbone_is_bit_identical_after_prompt_training():
-  config = _config('--config.train.steps=3')
+@pytest.mark.parametrize('method', ['prompt_tuning', 'p_tuning', 'prefix_tuning',
+                                    'deep_prompt_tuning'])
+def test_backbone_is_bit_identical_after_prompt_training(method):
+  config = _config('--config.train.steps=3', f'--config.method={method}',
+                   '--config.prompt.reparam_hidden=16')
   backbone = load_model_backbone(config.model)
   original = jax.tree.map(np.array, backbone.params)  # a host copy, before any step
   spec = get_task_spec(config.task.name)
-  model = build_model(backbone.config, 'prompt_tuning', config.prompt.length)
+  model = build_model(backbone.config, method, config.prompt.length,
+                      **method_options(config.prompt))
   params, _ = initial_params(config, backbone, model, spec, get_vocabulary(), jax.random.key(0))
-  rules = optim.label_rules('prompt_tuning')
+  rules = optim.label_rules(method)
   trainable, frozen = optim.split_params(params, rules)
   optimizer = optim.make_optimizer(config.optimizer, rules)
   opt_state = optimizer.init(trainable)
   step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
   data = pipeline.load_tokenized(config.task.name, 'train', 64, 8)
-  start_prompt = np.array(trainable['prompt']['prompt'])
+  start = jax.tree.map(np.array, trainable)
   for step in range(3):
     batch = pipeline.train_batch(data, 8, 0, step)
     trainable, opt_state, _ = step_fn(trainable, opt_state, frozen, batch, jax.random.key(0), step)
@@ -60,7 +64,9 @@ def test_backbone_is_bit_identical_after_prompt_training():
       now = now[key.key]
     np.testing.assert_array_equal(np.asarray(now), before, err_msg=jax.tree_util.keystr(path))
   assert len(leaves) > 10
-  assert not np.array_equal(np.asarray(trainable['prompt']['prompt']), start_prompt)
+  assert list(trainable) == ['prompt' if method in ('prompt_tuning', 'p_tuning') else 'prefix']
+  changed = jax.tree.map(lambda a, b: not np.array_equal(np.asarray(a), b), trainable, start)
+  assert all(jax.tree.leaves(changed)), changed  # every trainable leaf moved
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,7 @@ f = d_ff, v = vocab.
 """
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -25,14 +25,30 @@ Array = jax.Array
 _NEG_INF = np.float32(-1e10)
 
 
+class PrefixKV(NamedTuple):
+  """Key/value prefixes of one attention kind, one row per layer (prefix / deep prompt tuning).
+
+  key, value: [layers, P, heads, d_kv], already projected (they join the projected keys and
+  values). bias: [layers, P], 0 where a layer uses the position and -1e10 where it is padding
+  (layers with shorter prompts are left-padded to P, so their prompt stays next to the text).
+  The prefix occupies positions 0..P-1 before the sequence, as a past does in a KV cache; the
+  relative position bias sees it there.
+  """
+  key: jax.Array
+  value: jax.Array
+  bias: jax.Array
+
+
 def relative_position_buckets(query_length: int, key_length: int, *, bidirectional: bool,
-                              num_buckets: int, max_distance: int) -> np.ndarray:
+                              num_buckets: int, max_distance: int,
+                              query_offset: int = 0) -> np.ndarray:
   """Bucket index of every (query, key) pair: int array [query_length, key_length].
 
+  Queries sit at positions query_offset.. (after a prefix of that length), keys at 0...
   Computed with NumPy at trace time (lengths are static) in float32, the same operations as
   the reference implementation, so the buckets agree exactly at the logarithmic boundaries.
   """
-  query_position = np.arange(query_length)[:, None]
+  query_position = np.arange(query_offset, query_offset + query_length)[:, None]
   key_position = np.arange(key_length)[None, :]
   relative_position = key_position - query_position
   buckets = np.zeros_like(relative_position)
@@ -94,7 +110,7 @@ class RelativePositionBias(nn.Module):
   bidirectional: bool
 
   @nn.compact
-  def __call__(self, query_length: int, key_length: int) -> Array:
+  def __call__(self, query_length: int, key_length: int, query_offset: int = 0) -> Array:
     config = self.config
     table = self.param(
         'rel_embedding',
@@ -103,7 +119,7 @@ class RelativePositionBias(nn.Module):
     buckets = relative_position_buckets(
         query_length, key_length, bidirectional=self.bidirectional,
         num_buckets=config.relative_attention_num_buckets,
-        max_distance=config.relative_attention_max_distance)
+        max_distance=config.relative_attention_max_distance, query_offset=query_offset)
     return jnp.take(table, buckets, axis=1)[None].astype(config.compute_dtype)  # [1, h, q, k]
 
 
@@ -112,7 +128,9 @@ class Attention(nn.Module):
 
   With `decode`, keys and values live in the 'cache' collection: self-attention adds one
   position per call; cross-attention (`cross`) projects the encoder output once, when the
-  cache is created, and reuses it at every step.
+  cache is created, and reuses it at every step. A `prefix` (this layer's slice of a `PrefixKV`)
+  is joined in front of the keys and values after projection and caching, so the cache holds
+  only real positions; `bias` then already has P + k columns.
   """
   config: T5Config
   decode: bool = False
@@ -120,8 +138,9 @@ class Attention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array) -> Array:
-    """inputs_q [b, q, d], inputs_kv [b, k, d], bias [b|1, h, q, k] (mask folded in)."""
+  def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array,
+               prefix: Optional[PrefixKV] = None) -> Array:
+    """inputs_q [b, q, d], inputs_kv [b, k, d], bias [b|1, h, q, P + k] (mask folded in)."""
     config = self.config
     heads, d_kv, d_model = config.num_heads, config.d_kv, config.d_model
     projection = dict(features=(heads, d_kv), kernel_axes=('embed', 'heads', 'kv'),
@@ -141,6 +160,8 @@ class Attention(nn.Module):
       key, value = project_kv()
     if self.decode and not self.cross:
       key, value, bias = self._update_cache(key, value, bias)
+    if prefix is not None:
+      key, value, bias = _join_prefix(prefix, key, value, bias)
 
     logits = jnp.einsum('bqhk,bthk->bhqt', query, key) + bias
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(config.compute_dtype)
@@ -172,18 +193,31 @@ class Attention(nn.Module):
     cache_index = self.variable('cache', 'cache_index', lambda: jnp.array(0, jnp.int32))
     if not initialized:
       return key, value, bias
-    batch, max_length, heads, _ = cached_key.value.shape
+    _, max_length, heads, _ = cached_key.value.shape
     if key.shape[1] != 1:
       raise ValueError(f'Cached decoding takes one position per call, got {key.shape[1]}.')
     index = cache_index.value
     key = jax.lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))
     value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
     cached_key.value, cached_value.value, cache_index.value = key, value, index + 1
-    # `bias` is [1, h, L, L] for the full decode length: take the row of this position and
-    # mask the positions not yet written.
-    bias = jax.lax.dynamic_slice(bias, (0, 0, index, 0), (1, heads, 1, max_length))
-    visible = jnp.arange(max_length) <= index
+    # `bias` is [1, h, L, P + L] for the full decode length (P prefix columns first): take the
+    # row of this position and mask the cache positions not yet written.
+    num_columns = bias.shape[-1]
+    bias = jax.lax.dynamic_slice(bias, (0, 0, index, 0), (1, heads, 1, num_columns))
+    visible = jnp.arange(num_columns) <= index + num_columns - max_length
     return key, value, bias + jnp.where(visible, 0, _NEG_INF).astype(bias.dtype)
+
+
+def _join_prefix(prefix: PrefixKV, key: Array, value: Array, bias: Array):
+  """Prefix keys/values (shared by the batch) in front of the layer's own; the prefix's padding
+  mask added to the first P bias columns."""
+  batch = key.shape[0]
+  prefix_key = jnp.broadcast_to(prefix.key.astype(key.dtype)[None], (batch, *prefix.key.shape))
+  prefix_value = jnp.broadcast_to(prefix.value.astype(value.dtype)[None],
+                                  (batch, *prefix.value.shape))
+  columns = jnp.concatenate([prefix.bias, jnp.zeros(key.shape[1], prefix.bias.dtype)])
+  return (jnp.concatenate([prefix_key, key], axis=1),
+          jnp.concatenate([prefix_value, value], axis=1), bias + columns.astype(bias.dtype))
 
 
 class Mlp(nn.Module):
@@ -217,10 +251,11 @@ class EncoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array):
+  def __call__(self, x: Array, bias: Array, prefix: Optional[PrefixKV] = None):
     config, deterministic = self.config, self.deterministic
     normed = RMSNorm(config, name='pre_attention_layer_norm')(x)
-    attended = Attention(config, deterministic=deterministic, name='attention')(normed, normed, bias)
+    attended = Attention(config, deterministic=deterministic, name='attention')(
+        normed, normed, bias, prefix)
     x = _residual(x, attended, config, deterministic)
     normed = RMSNorm(config, name='pre_mlp_layer_norm')(x)
     x = _residual(x, Mlp(config, deterministic, name='mlp')(normed), config, deterministic)
@@ -233,15 +268,18 @@ class DecoderLayer(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array):
+  def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
+               prefixes: Optional[tuple[Optional[PrefixKV], Optional[PrefixKV]]] = None):
     config, deterministic = self.config, self.deterministic
+    self_prefix, cross_prefix = prefixes or (None, None)
     normed = RMSNorm(config, name='pre_self_attention_layer_norm')(y)
     attended = Attention(config, decode=self.decode, deterministic=deterministic,
-                         name='self_attention')(normed, normed, self_bias)
+                         name='self_attention')(normed, normed, self_bias, self_prefix)
     y = _residual(y, attended, config, deterministic)
     normed = RMSNorm(config, name='pre_cross_attention_layer_norm')(y)
     attended = Attention(config, decode=self.decode, cross=True, deterministic=deterministic,
-                         name='encoder_decoder_attention')(normed, encoded, cross_bias)
+                         name='encoder_decoder_attention')(normed, encoded, cross_bias,
+                                                           cross_prefix)
     y = _residual(y, attended, config, deterministic)
     normed = RMSNorm(config, name='pre_mlp_layer_norm')(y)
     y = _residual(y, Mlp(config, deterministic, name='mlp')(normed), config, deterministic)
@@ -252,21 +290,31 @@ def _remat_policy(name: str):
   return {'full': None, 'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[name]
 
 
-def _run_layers(layer_cls, config: T5Config, num_layers: int, x: Array, *args, **layer_kwargs):
-  """Applies `num_layers` layers, scanned (params stacked on a leading 'layers' axis) or not."""
+def _run_layers(layer_cls, config: T5Config, num_layers: int, x: Array, *args, per_layer=None,
+                **layer_kwargs):
+  """Applies `num_layers` layers, scanned (params stacked on a leading 'layers' axis) or not.
+
+  `args` go to every layer; `per_layer` (a pytree of [num_layers, ...] arrays, e.g. prefixes)
+  gives layer i its slice i, as the layer's last argument.
+  """
   if config.remat_policy != 'none':
     layer_cls = nn.remat(layer_cls, prevent_cse=not config.scan_layers,
                          policy=_remat_policy(config.remat_policy))
   if config.scan_layers:
     scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0},
                       split_rngs={'params': True, 'dropout': True},
-                      in_axes=(nn.broadcast,) * len(args), length=num_layers,
+                      in_axes=(nn.broadcast,) * len(args) + (0,), length=num_layers,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
-    x, _ = scanned(config, **layer_kwargs, name='layers')(x, *args)
+    x, _ = scanned(config, **layer_kwargs, name='layers')(x, *args, per_layer)
     return x
   for i in range(num_layers):
-    x, _ = layer_cls(config, **layer_kwargs, name=f'layers_{i}')(x, *args)
+    layer_slice = jax.tree.map(lambda array, i=i: array[i], per_layer)
+    x, _ = layer_cls(config, **layer_kwargs, name=f'layers_{i}')(x, *args, layer_slice)
   return x
+
+
+def _prefix_length(prefix: Optional[PrefixKV]) -> int:
+  return 0 if prefix is None else prefix.key.shape[1]
 
 
 def _padding_bias(mask: Array, dtype) -> Array:
@@ -274,19 +322,26 @@ def _padding_bias(mask: Array, dtype) -> Array:
   return jnp.where(mask[:, None, None, :], 0, _NEG_INF).astype(dtype)
 
 
+def _with_prefix_columns(mask: Array, num_prefix: int) -> Array:
+  """The key mask with `num_prefix` visible columns in front (the prefix masks its own padding)."""
+  return jnp.concatenate([jnp.ones((mask.shape[0], num_prefix), bool), mask.astype(bool)], axis=1)
+
+
 class Encoder(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, embedded: Array, mask: Array, deterministic: bool = True) -> Array:
+  def __call__(self, embedded: Array, mask: Array, deterministic: bool = True,
+               prefix: Optional[PrefixKV] = None) -> Array:
     """embedded [b, l, d] (token embeddings, possibly with a prompt), mask [b, l] bool."""
     config = self.config
-    length = embedded.shape[1]
+    length, num_prefix = embedded.shape[1], _prefix_length(prefix)
     x = nn.Dropout(config.dropout_rate)(embedded, deterministic=deterministic)
     x = nn.with_logical_constraint(x.astype(config.compute_dtype), ('batch', 'length', 'embed'))
-    bias = RelativePositionBias(config, bidirectional=True, name='relpos_bias')(length, length)
-    bias = bias + _padding_bias(mask, bias.dtype)
-    x = _run_layers(EncoderLayer, config, config.num_encoder_layers, x, bias,
+    bias = RelativePositionBias(config, bidirectional=True, name='relpos_bias')(
+        length, num_prefix + length, query_offset=num_prefix)
+    bias = bias + _padding_bias(_with_prefix_columns(mask, num_prefix), bias.dtype)
+    x = _run_layers(EncoderLayer, config, config.num_encoder_layers, x, bias, per_layer=prefix,
                     deterministic=deterministic)
     x = RMSNorm(config, name='encoder_norm')(x)
     return nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
@@ -298,24 +353,32 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, embedded: Array, encoded: Array, encoder_mask: Array, embedding: Array,
                deterministic: bool = True, decode: bool = False,
-               max_decode_length: Optional[int] = None) -> Array:
+               max_decode_length: Optional[int] = None,
+               self_prefix: Optional[PrefixKV] = None,
+               cross_prefix: Optional[PrefixKV] = None) -> Array:
     """Returns float32 logits [b, l, v]. `embedding` [v, d] is the tied LM head's weight."""
     config = self.config
     y = nn.Dropout(config.dropout_rate)(embedded, deterministic=deterministic)
     y = nn.with_logical_constraint(y.astype(config.compute_dtype), ('batch', 'length', 'embed'))
     relpos = RelativePositionBias(config, bidirectional=False, name='relpos_bias')
+    num_prefix = _prefix_length(self_prefix)
     if decode:
       if max_decode_length is None:
         raise ValueError('Cached decoding needs max_decode_length (the cache size).')
-      # The full [L, L] table; each attention layer slices the row of its cache index.
-      self_bias = relpos(max_decode_length, max_decode_length)
+      # The full [L, P + L] table; each attention layer slices the row of its cache index.
+      self_bias = relpos(max_decode_length, num_prefix + max_decode_length,
+                         query_offset=num_prefix)
     else:
       length = embedded.shape[1]
       causal = np.tril(np.ones((length, length), bool))
-      self_bias = relpos(length, length) + jnp.where(causal, 0, _NEG_INF).astype(config.compute_dtype)
-    cross_bias = _padding_bias(encoder_mask, config.compute_dtype)
+      visible = np.concatenate([np.ones((length, num_prefix), bool), causal], axis=1)
+      self_bias = (relpos(length, num_prefix + length, query_offset=num_prefix)
+                   + jnp.where(visible, 0, _NEG_INF).astype(config.compute_dtype))
+    cross_bias = _padding_bias(_with_prefix_columns(encoder_mask, _prefix_length(cross_prefix)),
+                               config.compute_dtype)
+    prefixes = None if self_prefix is None and cross_prefix is None else (self_prefix, cross_prefix)
     y = _run_layers(DecoderLayer, config, config.num_decoder_layers, y, encoded, self_bias,
-                    cross_bias, deterministic=deterministic, decode=decode)
+                    cross_bias, per_layer=prefixes, deterministic=deterministic, decode=decode)
     y = RMSNorm(config, name='decoder_norm')(y)
     y = nn.Dropout(config.dropout_rate)(y, deterministic=deterministic)
     if config.scale_decoder_outputs:
@@ -330,11 +393,16 @@ class Decoder(nn.Module):
 
 
 class T5(nn.Module):
-  """T5 encoder-decoder. `prompt`, when given, is a module `(embedded, mask) -> (embedded, mask)`
-  applied to the embedded encoder input; its params live in the top-level `prompt` subtree.
+  """T5 encoder-decoder with two hooks for prompt methods.
+
+  `prompt`: a module `(embedded, mask) -> (embedded, mask)` applied to the embedded encoder
+  input (prompt tuning, P-tuning); its params live in the top-level `prompt` subtree.
+  `prefix`: a module `() -> {'encoder' | 'decoder_self' | 'decoder_cross': PrefixKV}` whose
+  key/values join those attention layers (prefix tuning, deep prompts); params under `prefix`.
   """
   config: T5Config
   prompt: Optional[nn.Module] = None
+  prefix: Optional[nn.Module] = None
 
   def setup(self):
     self.token_embedder = nn.Embed(
@@ -350,16 +418,23 @@ class T5(nn.Module):
     embedded = self.token_embedder(encoder_input_tokens)
     if self.prompt is not None:
       embedded, mask = self.prompt(embedded, mask)
-    return self.encoder(embedded, mask, deterministic=not enable_dropout), mask
+    return self.encoder(embedded, mask, deterministic=not enable_dropout,
+                        prefix=self._prefixes().get('encoder')), mask
+
+  def _prefixes(self) -> dict:
+    return {} if self.prefix is None else self.prefix()
 
   def decode(self, encoded: Array, encoder_mask: Array, decoder_input_tokens: Array,
              enable_dropout: bool = False, decode: bool = False,
              max_decode_length: Optional[int] = None) -> Array:
     """Decoder logits [b, l, v] (float32). With `decode`, one step against the 'cache'."""
     embedded = self.token_embedder(decoder_input_tokens)
+    prefixes = self._prefixes()
     return self.decoder(embedded, encoded, encoder_mask, self.token_embedder.embedding,
                         deterministic=not enable_dropout, decode=decode,
-                        max_decode_length=max_decode_length)
+                        max_decode_length=max_decode_length,
+                        self_prefix=prefixes.get('decoder_self'),
+                        cross_prefix=prefixes.get('decoder_cross'))
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                enable_dropout: bool = False) -> Array:

@@ -1,4 +1,4 @@
-"""PEFT prompt-tuning adapters <-> t5prompt prompts.
+"""PEFT prompt-tuning adapters <-> t5prompt prompts (and prefix export).
 
 An adapter directory (what `peft.PeftModel.from_pretrained` loads) holds
 `adapter_model.safetensors` with one float32 tensor `prompt_embeddings` [P, d_model] and
@@ -53,6 +53,46 @@ def export_peft(directory: str | os.PathLike, prompt: np.ndarray, config: T5Conf
       'tokenizer_name_or_path': None,
   })
   atomic.write_json(directory / T5PROMPT_RECORD, record)
+  return directory
+
+
+def export_peft_prefix(directory: str | os.PathLike, prefix: dict[str, np.ndarray],
+                       config: T5Config, base_model: str, record: dict[str, Any] | None = None
+                       ) -> Path:
+  """A PEFT PREFIX_TUNING adapter from folded prefixes (`exported_prompt`'s arrays).
+
+  PEFT's T5 takes prefixes in decoder self-attention only (they travel as past_key_values), so
+  only a prefix trained with `prompt.attention=('decoder_self',)` can be exported. The weights
+  are PEFT's saved form, the MLP already applied: `prompt_embeddings` [P, slots * 2 * h * k]
+  ordered (slot, key/value, head, d_kv). PEFT's seq2seq layout hands decoder layer i the slots
+  (2i mod num_layers, +1) as (self, cross) prefixes and drops the cross one; declaring
+  num_layers = 2L makes that slots (2i, 2i + 1), so slot 2i holds layer i and odd slots are 0.
+  (num_transformer_submodules=1 would mix the encoder's keys into the prefix cache.)
+  """
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  if set(prefix) != {'decoder_self_key', 'decoder_self_value'}:
+    kinds = sorted({name.rsplit('_', 1)[0] for name in prefix})
+    raise ValueError(f'PEFT prefix tuning on T5 prefixes decoder self-attention only; this '
+                     f'prefix covers {kinds}. Train with '
+                     "--config.prompt.attention=\"('decoder_self',)\" to export it.")
+  key, value = prefix['decoder_self_key'], prefix['decoder_self_value']  # [L, P, h, k]
+  layers, length, heads, d_kv = key.shape
+  slots = np.zeros((length, 2 * layers, 2, heads, d_kv), np.float32)
+  slots[:, 0::2, 0] = key.transpose(1, 0, 2, 3)
+  slots[:, 0::2, 1] = value.transpose(1, 0, 2, 3)
+  flat = np.ascontiguousarray(slots.reshape(length, -1))
+  directory = Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  atomic.write_bytes_with(directory / ADAPTER_WEIGHTS, lambda name: save_file(
+      {'prompt_embeddings': flat}, name, metadata={'format': 'pt'}))
+  atomic.write_json(directory / ADAPTER_CONFIG, {
+      'peft_type': 'PREFIX_TUNING', 'task_type': 'SEQ_2_SEQ_LM',
+      'num_virtual_tokens': length, 'token_dim': heads * d_kv,
+      'num_transformer_submodules': 2, 'num_layers': 2 * layers, 'num_attention_heads': heads,
+      'encoder_hidden_size': config.d_model, 'prefix_projection': False,
+      'base_model_name_or_path': base_model, 'inference_mode': True,
+  })
+  atomic.write_json(directory / T5PROMPT_RECORD, dict(record or {}))
   return directory
 
 

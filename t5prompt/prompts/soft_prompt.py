@@ -37,10 +37,17 @@ class SoftPrompt(nn.Module):
   def __call__(self, embedded: jax.Array, mask: jax.Array):
     if self.prompt_length <= 0:
       raise ValueError(f'prompt_length must be positive, got {self.prompt_length}.')
-    batch, _, d_model = embedded.shape
     prompt = self.param('prompt', nn.with_logical_partitioning(self.init_fn, PROMPT_AXES),
-                        (self.prompt_length, d_model))
-    prompt = jnp.broadcast_to(prompt.astype(embedded.dtype), (batch,) + prompt.shape)
-    prompt_mask = jnp.ones((batch, self.prompt_length), mask.dtype)
-    return (jnp.concatenate([prompt, embedded], axis=1),
-            jnp.concatenate([prompt_mask, mask], axis=1))
+                        (self.prompt_length, embedded.shape[-1]))
+    return prepend(prompt, embedded, mask)
+
+
+def prepend(prompt: jax.Array, embedded: jax.Array, mask: jax.Array):
+  """[P, d] prompt (shared by the batch) or [b, P, d] (one per example) in front of the
+  embedded input [b, l, d]; the mask [b, l] widened to cover it."""
+  batch = embedded.shape[0]
+  if prompt.ndim == 2:
+    prompt = jnp.broadcast_to(prompt, (batch,) + prompt.shape)
+  prompt_mask = jnp.ones(prompt.shape[:2], mask.dtype)
+  return (jnp.concatenate([prompt.astype(embedded.dtype), embedded], axis=1),
+          jnp.concatenate([prompt_mask, mask], axis=1))
