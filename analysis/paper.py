@@ -13,6 +13,9 @@ SCALE = {
     'spot': (64.5, 73.2, 82.7, 88.7, 91.2),
 }
 
+# GPT-3 few-shot prompt design on SuperGLUE, smallest model to 175B (the paper's figure 1).
+GPT3_PROMPT_DESIGN = (40.6, 52.8)
+
 # MRQA, trained on SQuAD, F1 (T5 XXL): eval task -> (model tuning, prompt tuning).
 MRQA = {
     'mrqa_squad': (94.9, 94.8), 'mrqa_textbookqa': (54.3, 66.8), 'mrqa_bioasq': (77.9, 79.1),

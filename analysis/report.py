@@ -169,6 +169,10 @@ def scale_plot(runs: list[dict], cells: dict, output: Path) -> list[Path]:
     if name in ('model_tuning', 'prompt_tuning'):
       axis.plot([paper.PARAMS[s] for s in paper.SIZES], values, linestyle='--', marker='x',
                 color=colors.get(name), alpha=0.7, label=f'{name} (paper, SuperGLUE)')
+  if any(name.startswith('prompt_design') for name in colors):
+    low, high = paper.GPT3_PROMPT_DESIGN
+    axis.axhspan(low, high, color='grey', alpha=0.12,
+                 label=f'GPT-3 prompt design (paper, SuperGLUE {low}-{high})')
   axis.set_xscale('log')
   axis.set_xlabel('model parameters')
   axis.set_ylabel(f'{task} score (dev)')
@@ -230,6 +234,23 @@ def runs_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
   return header, rows
 
 
+def methods_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+  """Per (series, size): the method, its trained and stored parameter counts (stored = what a
+  task keeps after training: the folded prompt or prefix, or a whole model copy)."""
+  seen = {}
+  for result in runs:
+    key = (series_of(result), result['model_size'])
+    seen.setdefault(key, result)
+  header = ['series', 'method', 'size', 'trained params', 'stored params', '% of backbone']
+  rows = []
+  for (name, size), result in sorted(seen.items()):
+    trained = result.get('num_trainable_params', 0)
+    stored = result.get('num_stored_params', trained)
+    rows.append([name, result['method'], size, f'{trained:,}', f'{stored:,}',
+                 f'{100 * stored / result["num_params"]:.3f}' if result.get('num_params') else ''])
+  return header, rows
+
+
 def write_report(directory: str | Path, output: str | Path | None = None) -> str:
   """Writes every table and plot; returns a summary (the scale table in Markdown)."""
   runs, skipped = collect(directory)
@@ -255,6 +276,12 @@ def write_report(directory: str | Path, output: str | Path | None = None) -> str
     (output / 'robustness.md').write_text('# Domain shift: score on each eval set\n\n'
                                           + _markdown(robust_header, robust_rows))
     (output / 'robustness.csv').write_text(_csv(robust_header, robust_rows))
+  method_header, method_rows = methods_rows(runs)
+  if len({r['method'] for r in runs}) > 1:
+    markdown += ('\n## Methods: parameters trained and stored per task\n\n'
+                 + _markdown(method_header, method_rows))
+    (output / 'methods.csv').write_text(_csv(method_header, method_rows))
+    (output / 'scale_table.md').write_text(markdown)
   run_header, run_rows = runs_rows(runs)
   (output / 'runs.csv').write_text(_csv(run_header, run_rows))
   flagged = sum(1 for r in runs if collapsed(r))

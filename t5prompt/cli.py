@@ -169,6 +169,98 @@ def _data_show(args) -> int:
   return 0
 
 
+def _library_add(args) -> int:
+  from t5prompt.library import PromptLibrary  # pylint: disable=import-outside-toplevel
+  library = PromptLibrary(args.library)
+  if args.name and len(args.runs) > 1:
+    raise ValueError('--name names one entry; add runs one at a time to name them.')
+  for run in args.runs:
+    name = library.add_run(run, args.name, replace=args.replace)
+    print(f'added {name} to {args.library}')
+  return 0
+
+
+def _library_list(args) -> int:
+  from t5prompt.library import PromptLibrary  # pylint: disable=import-outside-toplevel
+  entries = PromptLibrary(args.library).entries()
+  if not entries:
+    print(f'{args.library}: no prompts yet (add finished runs with `t5prompt library add`)')
+    return 0
+  print('| name | task | size | method | length x d | score | backbone hash |')
+  print('|---|---|---|---|---|---|---|')
+  for e in entries:
+    score = '' if e['score'] is None else f'{e["score"]:.1f}'
+    print(f'| {e["name"]} | {e["task"]} | {e["model_size"]} | {e["method"]} | '
+          f'{e["length"]} x {e["d_model"]} | {score} | {e["backbone"]["params_hash"][:12]} |')
+  return 0
+
+
+def _library_show(args) -> int:
+  from t5prompt.library import PromptLibrary  # pylint: disable=import-outside-toplevel
+  entry = dict(PromptLibrary(args.library).entry(args.name))
+  nearest = entry.pop('nearest_tokens', None) or []
+  print(json.dumps(entry, indent=2))
+  if nearest:
+    print(f'nearest vocabulary tokens (cosine), first {min(args.positions, len(nearest))} '
+          'positions:')
+    for position, tokens in enumerate(nearest[:args.positions]):
+      print(f'  {position:3d}: {" ".join(tokens)}')
+  return 0
+
+
+def _retrieve(args) -> int:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from t5prompt import atomic, library as library_lib  # pylint: disable=import-outside-toplevel
+  library = library_lib.PromptLibrary(args.library)
+  if args.query:
+    query, params_hash, source = np.load(args.query), '', None
+  else:
+    own = [e for e in library.entries() if e['task'] == args.target]
+    if not own:
+      raise ValueError(f'No prompt for {args.target} in {args.library} to compare with; '
+                       'train a short target prompt and pass it as --query.')
+    query = library.prompt(own[0]['name'])
+    params_hash, source = own[0]['backbone']['params_hash'], own[0]['backbone']['source']
+  backbone = None
+  if args.metric == 'on' or args.init == 'best_of_top_k':
+    from t5prompt.run_setup import backbone_from_source  # pylint: disable=import-outside-toplevel
+    if source is None:
+      raise ValueError(f'--metric on and --init best_of_top_k run the backbone; with --query '
+                       'give --target a library entry instead, so its backbone is known.')
+    backbone = backbone_from_source(source)
+  ranked = library_lib.rank(library, query, args.metric, params_hash=params_hash,
+                            exclude_task=args.target, config=backbone and backbone.config,
+                            backbone_params=backbone and backbone.params)
+  if not ranked:
+    raise ValueError(f'No library prompt of shape {query.shape} on this backbone to rank.')
+  print(f'| rank | source prompt | task | {args.metric} similarity |\n|---|---|---|---|')
+  for position, (name, value) in enumerate(ranked, 1):
+    print(f'| {position} | {name} | {library.entry(name)["task"]} | {value:.4f} |')
+  if args.output:
+    top = ranked[:args.top_k]
+    prompts = [library.prompt(name) for name, _ in top]
+    if args.init == 'top1':
+      chosen, sources = prompts[0], [top[0][0]]
+    elif args.init == 'weighted_average':
+      chosen, sources = library_lib.weighted_average(prompts, [v for _, v in top]), [
+          name for name, _ in top]
+    else:
+      scores = library_lib.zero_shot_scores(backbone, args.target, prompts,
+                                            args.max_eval_examples)
+      best = int(np.argmax(scores))
+      chosen, sources = prompts[best], [top[best][0]]
+      print('zero-shot dev scores of the top-k: ' + ', '.join(
+          f'{name} {score:.1f}' for (name, _), score in zip(top, scores)))
+    atomic.write_npy(args.output, chosen.astype(np.float32))
+    atomic.write_json(Path(args.output).with_suffix('.json'), {
+        'task': '+'.join(sorted({library.entry(n)['task'] for n in sources})),
+        'name': '+'.join(sources), 'strategy': args.init, 'metric': args.metric,
+        'target': args.target})
+    print(f'wrote the {args.init} init prompt to {args.output}; train from it with '
+          f'--config.prompt.init=file --config.prompt.init_file={args.output}')
+  return 0
+
+
 def _plan(args) -> int:
   from t5prompt import plan  # pylint: disable=import-outside-toplevel
   memory = plan.parse_memory(args.device_memory)
@@ -289,6 +381,41 @@ def build_parser() -> argparse.ArgumentParser:
   data_show.add_argument('--target-length', type=int, default=0)
   data_show.set_defaults(run=_data_show)
 
+  library = commands.add_parser('library', help='A library of trained prompts.')
+  library_commands = library.add_subparsers(dest='library_command', required=True)
+  library_add = library_commands.add_parser('add', help='Add finished runs\' prompts.')
+  library_add.add_argument('runs', nargs='+', help='run directories (`t5prompt train` workdirs)')
+  library_add.add_argument('--library', required=True, help='the library directory')
+  library_add.add_argument('--name', default='', help='entry name (default task-size-method-s'
+                           'seed)')
+  library_add.add_argument('--replace', action='store_true')
+  library_add.set_defaults(run=_library_add)
+  library_list = library_commands.add_parser('list', help='The library\'s prompts.')
+  library_list.add_argument('--library', required=True)
+  library_list.set_defaults(run=_library_list)
+  library_show = library_commands.add_parser('show', help='One entry and what it "says".')
+  library_show.add_argument('name')
+  library_show.add_argument('--library', required=True)
+  library_show.add_argument('--positions', type=int, default=10,
+                            help='prompt positions whose nearest tokens to print')
+  library_show.set_defaults(run=_library_show)
+
+  retrieve = commands.add_parser('retrieve', help='Rank library prompts by similarity to a '
+                                 'target task\'s prompt; optionally write a transfer init.')
+  retrieve.add_argument('--library', required=True)
+  retrieve.add_argument('--target', required=True, help='the target task (its prompts are not '
+                        'ranked)')
+  retrieve.add_argument('--query', default='', help='the target\'s prompt.npy (default: the '
+                        'library\'s entry for --target)')
+  retrieve.add_argument('--metric', choices=('cosine', 'per_position', 'on'), default='cosine')
+  retrieve.add_argument('--init', choices=('top1', 'weighted_average', 'best_of_top_k'),
+                        default='top1', help='how --output combines the top-k')
+  retrieve.add_argument('--top-k', type=int, default=3)
+  retrieve.add_argument('--max-eval-examples', type=int, default=0,
+                        help='best_of_top_k: dev examples per candidate (0 = all)')
+  retrieve.add_argument('--output', default='', help='write the init prompt (.npy) here')
+  retrieve.set_defaults(run=_retrieve)
+
   plan_ = commands.add_parser('plan', help='Memory per device for a size, method and mesh.')
   plan_.add_argument('--size', default='xxl', help='small|base|large|xl|xxl (LM-adapted) or a '
                      'named size such as t5-v1_1-xl')
@@ -340,7 +467,7 @@ def main(argv=None) -> int:
   args.overrides = overrides
   try:
     return args.run(args)
-  except (ValueError, FileNotFoundError, RuntimeError) as error:
+  except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
     if isinstance(error, RuntimeError) and not getattr(error, 'user_facing', False):
       raise  # a bug or a runtime failure: keep the traceback
     print(f't5prompt {args.command}: error: {error}', file=sys.stderr)

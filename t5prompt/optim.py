@@ -24,6 +24,9 @@ LabelRules = Sequence[tuple[str, str]]  # (regex over 'a/b/c' paths, 'train' | '
 TRAINABLE_RULES: dict[str, LabelRules] = {
     'prompt_tuning': ((r'^prompt/', 'train'), (r'.*', 'freeze')),
     'p_tuning': ((r'^prompt/', 'train'), (r'.*', 'freeze')),
+    # The transferred prompt stays fixed; its projector into this model trains.
+    'cross_model_transfer': ((r'^prompt/source$', 'freeze'), (r'^prompt/', 'train'),
+                             (r'.*', 'freeze')),
     'prefix_tuning': ((r'^prefix/', 'train'), (r'.*', 'freeze')),
     'deep_prompt_tuning': ((r'^prefix/', 'train'), (r'.*', 'freeze')),
     'model_tuning': ((r'.*', 'train'),),

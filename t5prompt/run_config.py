@@ -60,6 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.task.target_length = 0  # 0 = the task's own (8 for classification, 32 for QA)
   config.task.extra_evals = ()  # domain-shift sets, 'task:split' (e.g. 'mrqa_drop:validation')
   config.task.eval_mode = ''  # '' = the task's own (rank or decode)
+  # More training tasks mixed in (examples-proportional), e.g. a generic SPoT source prompt or
+  # multi-task model tuning; evaluation stays on task.name (and extra_evals).
+  config.task.mixture = ()
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.name = 'adafactor'  # adafactor | adam | adamw
@@ -200,6 +203,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   need(config.prompt.encoder in ENCODER_KINDS,
        f'prompt.encoder must be one of {ENCODER_KINDS}, got {config.prompt.encoder!r}')
   need(config.prompt.shots >= 0, 'prompt.shots must be >= 0')
+  if config.method == 'cross_model_transfer':
+    need(config.prompt.init == 'file' and bool(config.prompt.init_file),
+         'method=cross_model_transfer projects a saved prompt: set prompt.init="file" and '
+         'prompt.init_file to its prompt.npy (e.g. from a smaller model\'s run)')
   if problems:
     raise ValueError('Invalid config:\n  ' + '\n  '.join(problems))
   _check_task(config)
@@ -210,9 +217,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def _check_task(config) -> None:
   """The task names exist (nearest names suggested) before any compute."""
   from t5prompt.data.tasks import get_task_spec  # pylint: disable=import-outside-toplevel
+  from t5prompt.data.templates import template_task  # pylint: disable=import-outside-toplevel
   get_task_spec(config.task.name)
+  if config.method == 'prompt_design':
+    template_task(config.task.name)
   for entry in config.task.extra_evals:
     get_task_spec(entry.partition(':')[0])
+  for name in config.task.mixture:
+    get_task_spec(name)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.ConfigDict:

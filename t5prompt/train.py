@@ -25,22 +25,24 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from t5prompt import atomic, optim
+from t5prompt import atomic, optim, prompt_design
 from t5prompt.checkpoints import (RunCheckpoints, check_or_write_manifest, export_prompt,
                                   workdir_lock)
 from t5prompt.data import pipeline
-from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.evaluate import evaluate
-from t5prompt.models import T5, T5Config, get_size
-from t5prompt.models.convert import load_backbone, params_hash
+from t5prompt.models import T5
 from t5prompt.models.decode import shift_right
 from t5prompt.partitioning import (Partitioning, logical_param_specs, make_partitioning,
                                    state_shardings)
 from t5prompt.prompts import make_initializer
-from t5prompt.prompts.methods import (INPUT_PROMPT_METHODS, PROMPT_METHODS, build_model,
-                                      exported_prompt, for_inference, method_options)
+from t5prompt.prompts.initializers import load_prompt_file
+from t5prompt.prompts.interpret import nearest_tokens
+from t5prompt.prompts.methods import (PROMPT_METHODS, build_model, exported_prompt,
+                                      for_inference, method_options)
 from t5prompt.run_log import RunLog
+from t5prompt.run_setup import (Backbone, load_eval_sets, load_model_backbone, model_label,
+                                target_length, task_spec)
 
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped cleanly by a signal, rerun to resume
@@ -84,40 +86,6 @@ class StopSignal:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
     self._previous = {}
-
-
-@dataclasses.dataclass(frozen=True)
-class Backbone:
-  config: T5Config
-  params: dict  # unboxed, float32
-  source: str  # checkpoint path / hub id, or 'random:<size>:seed<N>'
-  params_hash: str
-
-
-def load_model_backbone(model_config) -> Backbone:
-  """The frozen backbone a config names: a checkpoint, or a named size with random weights."""
-  overrides = dict(dtype=model_config.dtype, dropout_rate=model_config.dropout_rate,
-                   scan_layers=model_config.scan_layers, remat_policy=model_config.remat_policy)
-  if model_config.checkpoint:
-    config, params = load_backbone(model_config.checkpoint, **overrides)
-    source = model_config.checkpoint
-  else:
-    config = get_size(model_config.size).replace(**overrides)
-    tokens = jnp.ones((1, 8), jnp.int32)
-    params = nn.unbox(jax.jit(T5(config).init)(jax.random.key(model_config.init_seed),
-                                               tokens, tokens)['params'])
-    source = f'random:{model_config.size}:seed{model_config.init_seed}'
-  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-  return Backbone(config, params, source, params_hash(params))
-
-
-def model_label(config) -> str:
-  """The backbone's name in reports: model.label, else the size, else the checkpoint's name."""
-  if config.model.label:
-    return config.model.label
-  if config.model.checkpoint:
-    return Path(config.model.checkpoint.rstrip('/')).name
-  return config.model.size
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -187,14 +155,23 @@ def initial_params(config, backbone: Backbone, model: T5, spec, vocabulary,
   if config.method not in PROMPT_METHODS:
     return backbone.params, None
   if config.method != 'prompt_tuning':
-    # P-tuning's encoder and the prefixes start from their modules' own initialisers (as PEFT's).
+    # P-tuning's encoder, the projector and the prefixes start from their modules' own
+    # initialisers (as PEFT's); a projector's fixed input is the transferred prompt.
+    record = {'name': 'module_default'}
     if model.prompt is not None:
-      params = model.prompt.clone(parent=None).init(
-          init_rng, backbone.config.d_model, method=type(model.prompt).produce_prompt)
+      params = nn.unbox(model.prompt.clone(parent=None).init(
+          init_rng, backbone.config.d_model, method=type(model.prompt).produce_prompt))['params']
       subtree = 'prompt'
+      if config.method == 'cross_model_transfer':
+        _, record = make_initializer('file', embedding=None, path=config.prompt.init_file)
+        source = load_prompt_file(config.prompt.init_file)
+        if source.shape != params['source'].shape:
+          raise ValueError(f'The source prompt {config.prompt.init_file} has shape '
+                           f'{source.shape}; set prompt.length={source.shape[0]}.')
+        params = {**params, 'source': jnp.asarray(source)}
     else:
-      params, subtree = model.prefix.clone(parent=None).init(init_rng), 'prefix'
-    return {**backbone.params, subtree: nn.unbox(params['params'])}, {'name': 'module_default'}
+      params, subtree = nn.unbox(model.prefix.clone(parent=None).init(init_rng))['params'], 'prefix'
+    return {**backbone.params, subtree: params}, record
   prompt_config = config.prompt
   embedding = backbone.params['token_embedder']['embedding']
   init_fn, record = make_initializer(
@@ -203,34 +180,6 @@ def initial_params(config, backbone: Backbone, model: T5, spec, vocabulary,
       population=prompt_config.vocab_population)
   prompt = init_fn(init_rng, (prompt_config.length, backbone.config.d_model))
   return {**backbone.params, 'prompt': {'prompt': jnp.asarray(prompt, jnp.float32)}}, record
-
-
-def task_spec(config, task_name: str = ''):
-  """The TaskSpec of the config's task (or `task_name`), with the config's eval_mode if set."""
-  spec = get_task_spec(task_name or config.task.name)
-  if config.task.eval_mode and spec.label_names:
-    spec = dataclasses.replace(spec, eval_mode=config.task.eval_mode)
-  return spec
-
-
-def target_length(config, spec) -> int:
-  return config.task.target_length or spec.target_length
-
-
-def load_eval_sets(config, splits: tuple[str, ...] = ()) -> dict:
-  """{name: (spec, tokenized split)}: the task's eval splits (named by split), then the
-  domain-shift sets of `task.extra_evals` (named `task:split`)."""
-  eval_sets = {}
-  for split in splits or config.task.eval_splits:
-    spec = task_spec(config)
-    eval_sets[split] = (spec, pipeline.load_tokenized(
-        spec.name, split, config.task.input_length, target_length(config, spec)))
-  for entry in () if splits else config.task.extra_evals:
-    task_name, _, split = entry.partition(':')
-    spec = task_spec(config, task_name)
-    eval_sets[entry] = (spec, pipeline.load_tokenized(
-        task_name, split or 'validation', config.task.input_length, target_length(config, spec)))
-  return eval_sets
 
 
 def manifest_for(config, backbone: Backbone) -> dict[str, Any]:
@@ -242,6 +191,7 @@ def manifest_for(config, backbone: Backbone) -> dict[str, Any]:
       'prompt': config.prompt.to_dict() if config.method in PROMPT_METHODS else None,
       'task': {key: config.task[key] for key in ('name', 'train_split', 'input_length',
                                                  'target_length')},
+      'mixture': list(config.task.mixture),
       'optimizer': config.optimizer.to_dict(),
       'model': {'dtype': config.model.dtype, 'dropout_rate': config.model.dropout_rate},
       'train': {'batch_size': config.train.batch_size, 'seed': config.train.seed},
@@ -266,6 +216,9 @@ def train(config, workdir: str | os.PathLike,
     if result.get('config') == json.loads(config.to_json()):
       print(f'{workdir} already finished; result.json kept.', file=sys.stderr)
       return result
+  if config.method == 'prompt_design':  # nothing to train: evaluate the template
+    with workdir_lock(workdir, enabled=jax.process_index() == 0):
+      return prompt_design.run(config, workdir)
   partitioning = partitioning or make_partitioning(config.partitioning.mesh,
                                                    config.partitioning.shard_embed)
   with workdir_lock(workdir, enabled=jax.process_index() == 0), partitioning.activate():
@@ -280,13 +233,15 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   backbone = load_model_backbone(config.model)
   spec = task_spec(config)
   vocabulary = get_vocabulary()
-  train_data = pipeline.load_tokenized(config.task.name, config.task.train_split,
-                                       config.task.input_length, target_length(config, spec))
+  train_data = pipeline.concatenate([
+      pipeline.load_tokenized(name, config.task.train_split, config.task.input_length,
+                              target_length(config, spec))
+      for name in (config.task.name, *config.task.mixture)])
   eval_sets = load_eval_sets(config)
 
   # --- Model & optimizer ------------------------------------------------------------------
   model = build_model(backbone.config, config.method, config.prompt.length,
-                      **method_options(config.prompt))
+                      **method_options(config))
   rules = optim.label_rules(config.method)
   optimizer = optim.make_optimizer(config.optimizer, rules)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.train.seed))
@@ -416,16 +371,21 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
   checkpoints.close()
   run_log.close()
   # Every host takes part (a prefix may be sharded over hosts); one writes it.
-  artefact = exported_prompt(model, best_trainable) if config.method in PROMPT_METHODS else None
+  artefact = (exported_prompt(model, optim.merge_params(best_trainable, frozen))
+              if config.method in PROMPT_METHODS else None)
   if not is_writer:
     return {}
   metadata = {
       'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash},
       'task': config.task.name, 'method': config.method, 'init': loop['init'],
+      'model_size': model_label(config), 'seed': config.train.seed,
       'best_step': loop['best_step'], 'best_score': loop['best_score'],
   }
   if config.method in PROMPT_METHODS:
     metadata['prompt_length'] = config.prompt.length
+    if 'prompt' in artefact:  # what the prompt "says": its nearest vocabulary tokens
+      metadata['nearest_tokens'] = nearest_tokens(
+          artefact['prompt'], backbone.params['token_embedder']['embedding'], vocabulary)
     export_prompt(workdir, artefact, metadata)
   result = {
       'config': json.loads(config.to_json()),
@@ -437,6 +397,9 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
       'metrics': loop['best_metrics'], 'metric': spec.metric, 'best_step': loop['best_step'],
       'initial_metrics': loop.get('initial_metrics'),
       'num_trainable_params': optim.num_elements(trainable),
+      # What the task keeps after training: the folded prompt / prefix, or the whole model.
+      'num_stored_params': (sum(a.size for a in artefact.values()) if artefact
+                            else optim.num_elements(trainable)),
       'truncated': {'train': [train_data.truncated_inputs, train_data.truncated_targets],
                     **{name: [data.truncated_inputs, data.truncated_targets]
                        for name, (_, data) in eval_sets.items()}},  # [inputs, targets] cut
@@ -450,17 +413,21 @@ def _train(config, workdir: Path, partitioning: Partitioning) -> dict[str, Any]:
 
 def load_run_config(workdir: str | os.PathLike):
   """The config a run directory ran with (its config.json), validated."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from t5prompt.run_config import validate  # pylint: disable=import-outside-toplevel
+  from t5prompt.run_config import default_config, validate  # pylint: disable=import-outside-toplevel
   path = Path(workdir) / 'config.json'
   if not path.is_file():
     raise FileNotFoundError(f'{workdir} is not a run directory (no config.json); give the '
                             '--workdir a `t5prompt train` wrote.')
   record = json.loads(path.read_text())
-  for key in ('eval_splits', 'extra_evals'):
-    record['task'][key] = tuple(record['task'].get(key, ()))
-  record['partitioning']['mesh'] = tuple(record['partitioning']['mesh'])
-  return validate(ml_collections.ConfigDict(record))
+  config = default_config()  # fields added since the run keep their defaults
+  for section, values in record.items():
+    if isinstance(values, dict):
+      for key, value in values.items():
+        default = config[section][key]
+        config[section][key] = tuple(value) if isinstance(default, tuple) else value
+    else:
+      config[section] = values
+  return validate(config)
 
 
 def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
@@ -471,7 +438,7 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
   check_or_write_manifest(workdir, manifest_for(config, backbone))  # same backbone, or refuse
   spec = task_spec(config)
   model = build_model(backbone.config, config.method, config.prompt.length,
-                      **method_options(config.prompt))
+                      **method_options(config))
   rules = optim.label_rules(config.method)
   params, _ = initial_params(config, backbone, model, spec, get_vocabulary(),
                              jax.random.key(0))

@@ -11,7 +11,8 @@ import pytest
 from t5prompt import cli, optim
 from t5prompt.run_config import load_config
 from t5prompt.prompts.methods import build_model, method_options
-from t5prompt.train import initial_params, load_model_backbone, make_train_step, train
+from t5prompt.run_setup import load_model_backbone
+from t5prompt.train import initial_params, make_train_step, train
 from t5prompt.data import pipeline
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import get_vocabulary
@@ -44,7 +45,7 @@ def test_backbone_is_bit_identical_after_prompt_training(method):
   original = jax.tree.map(np.array, backbone.params)  # a host copy, before any step
   spec = get_task_spec(config.task.name)
   model = build_model(backbone.config, method, config.prompt.length,
-                      **method_options(config.prompt))
+                      **method_options(config))
   params, _ = initial_params(config, backbone, model, spec, get_vocabulary(), jax.random.key(0))
   rules = optim.label_rules(method)
   trainable, frozen = optim.split_params(params, rules)

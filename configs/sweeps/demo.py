@@ -26,20 +26,20 @@ PRETRAIN = dict(span_steps=150, lm_steps=75, batch_size=16, chunk_length=64, tar
                 learning_rate=0.01, seed=0)
 
 
-def _backbone(size):
+def backbone_overrides(size):
   return {'model.checkpoint': pretrain.pretrained_dirs(size, CACHE, **PRETRAIN)['lm_adapted'],
           'model.label': size}
 
 
-def _prepare():
+def pretrain_ladder():
   for size in SIZES:
     pretrain.pretrain(size, CACHE, **PRETRAIN)
 
 
 def get_sweep():
   return Sweep(
-      name='demo', base_config='configs/smoke.py', prepare=_prepare,
-      runs=product([_backbone(size) for size in SIZES],
+      name='demo', base_config='configs/smoke.py', prepare=pretrain_ladder,
+      runs=product([backbone_overrides(size) for size in SIZES],
                    [{'method': 'prompt_tuning', 'prompt.length': 20},
                     {'method': 'model_tuning', 'optimizer.learning_rate': 1e-3,
                      'optimizer.weight_decay': 0.0, 'optimizer.factored': True}],

@@ -71,6 +71,18 @@ def load_tokenized(task_name: str, split: str, input_length: int,
                         truncated_targets, records)
 
 
+def concatenate(splits: list[TokenizedSplit]) -> TokenizedSplit:
+  """Several tasks' splits as one (examples-proportional mixing: batches draw uniformly from
+  the union). `task_ids` of the result: each example's position in `splits`."""
+  if len(splits) == 1:
+    return splits[0]
+  return TokenizedSplit(
+      '+'.join(s.task for s in splits), splits[0].split,
+      np.concatenate([s.inputs for s in splits]), np.concatenate([s.targets for s in splits]),
+      np.concatenate([s.labels for s in splits]), sum(s.truncated_inputs for s in splits),
+      sum(s.truncated_targets for s in splits), [r for s in splits for r in s.records])
+
+
 def example_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
   """Indices of the global batch at `step` in the seeded stream of epoch permutations."""
   positions = np.arange(step * batch_size, (step + 1) * batch_size)

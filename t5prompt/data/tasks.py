@@ -2,7 +2,8 @@
 
 Names: `superglue_<task>` (T5's format without the task prefix, as the paper) and
 `superglue_<task>_prefixed`; `mrqa_squad` and the out-of-domain `mrqa_<set>`; `glue_mrpc`,
-`glue_qqp`; `paraphrase_mrpc`, `paraphrase_qqp` (one shared format, for transfer between them).
+`glue_qqp`; `paraphrase_mrpc`, `paraphrase_qqp` (one shared format, for transfer between them);
+`superglue_<task>_template` (hand-written questions for prompt design, `data.templates`).
 Mixture: `superglue_mixture` (the eight scored SuperGLUE tasks, examples-proportional).
 Each is a standard seqio Task (`seqio.get_mixture_or_task(name)`), and `get_task_spec(name)`
 gives t5prompt's `TaskSpec` for it (labels, metric, scoring mode, where its data is).
@@ -12,7 +13,7 @@ import dataclasses
 import difflib
 import functools
 
-from t5prompt.data import glue, mrqa, superglue
+from t5prompt.data import glue, mrqa, superglue, templates
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.data.spec import TaskSpec
 from t5prompt.data.tf_setup import tensorflow
@@ -33,6 +34,7 @@ def task_specs() -> dict[str, TaskSpec]:
   for name, spec in glue.TASKS.items():
     full = name if name.startswith('paraphrase_') else f'glue_{name}'
     specs[full] = dataclasses.replace(spec, name=full)
+  specs.update(templates.template_specs())
   return specs
 
 

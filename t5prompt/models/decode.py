@@ -31,13 +31,16 @@ def score_targets(model: T5, params, encoder_input_tokens, targets) -> jax.Array
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
-def rank_scores(model: T5, params, encoder_input_tokens, label_targets) -> jax.Array:
+def rank_scores(model: T5, params, encoder_input_tokens, label_targets,
+                prompt_ids=None) -> jax.Array:
   """Rank classification: the log-likelihood of every verbalised label for every example.
 
   encoder_input_tokens [b, l], label_targets [k, t] (each label's tokens with EOS, 0-padded)
   -> scores [b, k]. The encoder runs once per example; only the decoder runs per label.
+  `prompt_ids` [b] picks each example's prompt from a prompt bank.
   """
-  encoded, encoder_mask = model.apply({'params': params}, encoder_input_tokens, method=T5.encode)
+  encoded, encoder_mask = model.apply({'params': params}, encoder_input_tokens,
+                                      prompt_ids=prompt_ids, method=T5.encode)
   batch, num_labels = encoder_input_tokens.shape[0], label_targets.shape[0]
   encoded, encoder_mask = (jnp.repeat(x, num_labels, axis=0) for x in (encoded, encoder_mask))
   targets = jnp.tile(label_targets, (batch, 1))  # [b * k, t], example-major like the repeat

@@ -231,10 +231,13 @@ class Mlp(nn.Module):
     dense = dict(kernel_axes=('embed', 'mlp'), contract_dims=1, stddev=config.d_model ** -0.5,
                  dtype=config.compute_dtype, features=(config.d_ff,))
     if config.is_gated:
-      hidden = (nn.gelu(DenseGeneral(**dense, name='wi_0')(x), approximate=True)
-                * DenseGeneral(**dense, name='wi_1')(x))
+      gate = nn.gelu(DenseGeneral(**dense, name='wi_0')(x), approximate=True)
+      hidden = gate * DenseGeneral(**dense, name='wi_1')(x)
     else:
-      hidden = nn.relu(DenseGeneral(**dense, name='wi')(x))
+      gate = hidden = nn.relu(DenseGeneral(**dense, name='wi')(x))
+    # Which feed-forward neurons fire (kept only when 'intermediates' is mutable): the
+    # activated-neuron prompt similarity of Su et al. 2022 reads it.
+    self.sow('intermediates', 'activated', gate > 0)
     hidden = nn.with_logical_constraint(hidden, ('batch', 'length', 'mlp'))
     hidden = nn.Dropout(config.dropout_rate)(hidden, deterministic=self.deterministic)
     return DenseGeneral(features=(config.d_model,), kernel_axes=('mlp', 'embed'), contract_dims=1,
@@ -301,7 +304,7 @@ def _run_layers(layer_cls, config: T5Config, num_layers: int, x: Array, *args, p
     layer_cls = nn.remat(layer_cls, prevent_cse=not config.scan_layers,
                          policy=_remat_policy(config.remat_policy))
   if config.scan_layers:
-    scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0},
+    scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0, 'intermediates': 0},
                       split_rngs={'params': True, 'dropout': True},
                       in_axes=(nn.broadcast,) * len(args) + (0,), length=num_layers,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
@@ -396,7 +399,8 @@ class T5(nn.Module):
   """T5 encoder-decoder with two hooks for prompt methods.
 
   `prompt`: a module `(embedded, mask) -> (embedded, mask)` applied to the embedded encoder
-  input (prompt tuning, P-tuning); its params live in the top-level `prompt` subtree.
+  input (prompt tuning, P-tuning); its params live in the top-level `prompt` subtree. A prompt
+  bank also takes `prompt_ids` [b] (one prompt per example: mixed-task batches, ensembles).
   `prefix`: a module `() -> {'encoder' | 'decoder_self' | 'decoder_cross': PrefixKV}` whose
   key/values join those attention layers (prefix tuning, deep prompts); params under `prefix`.
   """
@@ -412,11 +416,14 @@ class T5(nn.Module):
     self.encoder = Encoder(self.config)
     self.decoder = Decoder(self.config)
 
-  def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False):
+  def encode(self, encoder_input_tokens: Array, enable_dropout: bool = False,
+             prompt_ids: Optional[Array] = None):
     """int32 [b, l] (0 = padding) -> (encoded [b, l', d], mask [b, l'] bool); l' includes a prompt."""
     mask = encoder_input_tokens > 0
     embedded = self.token_embedder(encoder_input_tokens)
-    if self.prompt is not None:
+    if prompt_ids is not None:
+      embedded, mask = self.prompt(embedded, mask, prompt_ids)
+    elif self.prompt is not None:
       embedded, mask = self.prompt(embedded, mask)
     return self.encoder(embedded, mask, deterministic=not enable_dropout,
                         prefix=self._prefixes().get('encoder')), mask
@@ -437,7 +444,7 @@ class T5(nn.Module):
                         cross_prefix=prefixes.get('decoder_cross'))
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
-               enable_dropout: bool = False) -> Array:
+               enable_dropout: bool = False, prompt_ids: Optional[Array] = None) -> Array:
     """Teacher-forced logits [b, target_length, vocab] (float32)."""
-    encoded, mask = self.encode(encoder_input_tokens, enable_dropout)
+    encoded, mask = self.encode(encoder_input_tokens, enable_dropout, prompt_ids)
     return self.decode(encoded, mask, decoder_input_tokens, enable_dropout)

@@ -4,6 +4,7 @@
 `embedding` is the frozen backbone's token embedding table [vocab, d_model].
 """
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -93,6 +94,19 @@ def load_prompt_file(path: str | Path) -> np.ndarray:
   return prompt.astype(np.float32)
 
 
+def prompt_source(path: str | Path) -> dict[str, Any]:
+  """Where a saved prompt came from (task, size, method), read from the library entry or run
+  export beside it; {} for a bare file. Transfer reports group runs by it."""
+  path = Path(path)
+  for name in ('entry.json', 'prompt.json'):
+    beside = path.parent / name
+    if beside.is_file():
+      record = json.loads(beside.read_text())
+      return {key: record.get(key) for key in ('name', 'task', 'model_size', 'method')
+              if record.get(key) is not None}
+  return {}
+
+
 def from_array(prompt: np.ndarray) -> Initializer:
   """Exactly `prompt` (transfer from a saved prompt); the shape must match."""
   def init(rng, shape):
@@ -129,6 +143,6 @@ def make_initializer(name: str, *, embedding, vocabulary=None, labels: Sequence[
     record.update(text=init_text, token_ids=token_ids)
     return text(embedding, token_ids), record
   if name == 'file':
-    record['path'] = str(path)
+    record.update(path=str(path), source=prompt_source(path))
     return from_array(load_prompt_file(path)), record
   raise ValueError(f'Unknown prompt init {name!r}; choose one of {", ".join(INIT_NAMES)}.')

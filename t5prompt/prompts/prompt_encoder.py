@@ -3,8 +3,8 @@
 The virtual tokens are not trained directly: trainable input embeddings [P, d_model] pass through
 a bidirectional LSTM and an MLP (`kind='lstm'`), or an MLP alone (`kind='mlp'`), and the output
 is the prompt prepended to the encoder input, as in prompt tuning. The encoder is a training-time
-reparameterisation: `produce_prompt` runs it once, and the [P, d_model] result is a plain soft
-prompt (exported as prompt.npy, served by `SoftPrompt`, exported to PEFT as prompt tuning).
+reparameterisation: `produce_prompt` runs it once (`methods.for_inference`), and the [P, d_model]
+result is a plain soft prompt (exported as prompt.npy, served by `SoftPrompt`, exported to PEFT as prompt tuning).
 
 Layout mirrors PEFT's `PromptEncoder`: LSTM(d -> H, 2 layers, bidirectional) then
 Linear(2H, 2H) ReLU Linear(2H, d); or Linear(d, H) ReLU Linear(H, H) ReLU Linear(H, d).
@@ -93,8 +93,3 @@ class PromptEncoder(nn.Module):
   def __call__(self, embedded: jax.Array, mask: jax.Array):
     return prepend(self.produce_prompt(embedded.shape[-1]), embedded, mask)
 
-
-def fold(module: PromptEncoder, params: dict, d_model: int) -> jax.Array:
-  """The produced prompt [P, d_model], float32: the encoder dropped, a soft prompt left.
-  `params` is the module's own subtree (the model's `params['prompt']`)."""
-  return module.apply({'params': params}, d_model, method=PromptEncoder.produce_prompt)

@@ -51,3 +51,30 @@ def prepend(prompt: jax.Array, embedded: jax.Array, mask: jax.Array):
   prompt_mask = jnp.ones(prompt.shape[:2], mask.dtype)
   return (jnp.concatenate([prompt.astype(embedded.dtype), embedded], axis=1),
           jnp.concatenate([prompt_mask, mask], axis=1))
+
+
+class PromptBank(nn.Module):
+  """N soft prompts on one frozen model; each example names its own (mixed-task batches,
+  serving many tasks at once, ensembles of N prompts for one task).
+
+  (embedded [b, l, d], mask [b, l], prompt_ids int [b]) -> ([b, P + l, d], [b, P + l]).
+  The param is `prompts` [N, P, d] (under the model's `prompt/`); row i of it is a prompt
+  tuning prompt, so `bank_from_prompts` / `prompts[i]` convert both ways.
+  """
+  num_prompts: int
+  prompt_length: int
+  init_fn: Initializer = uniform_init()
+
+  @nn.compact
+  def __call__(self, embedded: jax.Array, mask: jax.Array, prompt_ids: jax.Array):
+    prompts = self.param(
+        'prompts', nn.with_logical_partitioning(
+            lambda rng, shape: jax.vmap(lambda key: self.init_fn(key, shape[1:]))(
+                jax.random.split(rng, shape[0])), (None,) + PROMPT_AXES),
+        (self.num_prompts, self.prompt_length, embedded.shape[-1]))
+    return prepend(jnp.take(prompts, prompt_ids, axis=0), embedded, mask)
+
+
+def bank_from_prompts(prompts) -> dict:
+  """A PromptBank's params from a sequence of [P, d] prompts (all one length)."""
+  return {'prompts': jnp.stack([jnp.asarray(p, jnp.float32) for p in prompts])}

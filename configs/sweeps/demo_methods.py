@@ -1,0 +1,44 @@
+"""The second demo: the prompt-method family on the demo's tiny ladder, offline, on a 2-core CPU
+in about 12 minutes (after the demo's cached pre-training).
+
+On CB at ladder-1/2/3, seed 0: prompt tuning, P-tuning (LSTM encoder), prefix tuning (MLP
+reparameterisation, folded for evaluation), deep prompt tuning (P-tuning v2) and model tuning,
+150 steps each; and the prompt-design baseline (hand-written template, zero-shot and 4-shot
+from CB's train split), which trains nothing. The report then shows one line per method.
+
+  t5prompt sweep --config configs/sweeps/demo_methods.py --workdir runs/demo_methods
+  t5prompt report runs/demo_methods
+"""
+
+import demo  # pylint: disable=import-error  (beside this file; load_sweep puts it on the path)
+
+from t5prompt.sweep import Sweep, product
+
+PROMPT_LENGTH = 20
+TRAINED = [
+    {'method': 'prompt_tuning', 'prompt.length': PROMPT_LENGTH},
+    {'method': 'p_tuning', 'prompt.length': PROMPT_LENGTH, 'prompt.encoder': 'lstm',
+     'prompt.reparam_hidden': 64, 'optimizer.name': 'adam', 'optimizer.learning_rate': 1e-3},
+    {'method': 'prefix_tuning', 'prompt.length': PROMPT_LENGTH, 'prompt.reparam_hidden': 64,
+     'optimizer.name': 'adam', 'optimizer.learning_rate': 1e-3},
+    {'method': 'deep_prompt_tuning', 'prompt.length': PROMPT_LENGTH,
+     'optimizer.name': 'adam', 'optimizer.learning_rate': 1e-2},
+    {'method': 'model_tuning', 'optimizer.learning_rate': 1e-3, 'optimizer.weight_decay': 0.0,
+     'optimizer.factored': True},
+]
+DESIGN = [
+    {'method': 'prompt_design', 'prompt.shots': 0, 'series': 'prompt_design_0shot'},
+    {'method': 'prompt_design', 'prompt.shots': 4, 'series': 'prompt_design_4shot',
+     'task.input_length': 512},
+]
+TRAINING = {'train.steps': 150, 'train.eval_every': 75, 'train.checkpoint_every': 150,
+            'model.dropout_rate': 0.1}
+
+
+def get_sweep():
+  backbones = [demo.backbone_overrides(size) for size in demo.SIZES]
+  task, seed = {'task.name': ['superglue_cb']}, {'train.seed': [0]}
+  return Sweep(
+      name='demo_methods', base_config='configs/smoke.py', prepare=demo.pretrain_ladder,
+      runs=(product(backbones, TRAINED, task, seed, [TRAINING])
+            + product(backbones, DESIGN, task, seed)))
