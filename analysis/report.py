@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import paper
+from analysis import paper, transfer
 
 REQUIRED = ('model_size', 'method', 'task', 'seed', 'metrics', 'config')
 COLLAPSE_SHARE = 99.0  # % of predictions on one label: the run collapsed to a single class
@@ -251,6 +251,27 @@ def methods_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
   return header, rows
 
 
+def prompt_words(runs: list[dict], positions: int = 5) -> str:
+  """What each trained input prompt "says": nearest vocabulary tokens of its first positions
+  (from the run's prompt.json), one row per run."""
+  lines = []
+  for result in sorted(runs, key=lambda r: (series_of(r), r['model_size'], r['task'], r['seed'])):
+    record_path = Path(result.get('path', '')) / 'prompt.json'
+    if not record_path.is_file():
+      continue
+    nearest = json.loads(record_path.read_text()).get('nearest_tokens')
+    if nearest:
+      words = ' / '.join(' '.join(tokens[:3]) for tokens in nearest[:positions])
+      lines.append(f'| {series_of(result)} | {result["model_size"]} | {result["task"]} | '
+                   f'{result["seed"]} | {words} |')
+  if not lines:
+    return ''
+  return '\n'.join([f'# Prompt words: nearest vocabulary tokens (cosine) of the first '
+                     f'{positions} positions, top 3 each\n',
+                     '| series | size | task | seed | positions 0.. |', '|---|---|---|---|---|',
+                     *lines, ''])
+
+
 def write_report(directory: str | Path, output: str | Path | None = None) -> str:
   """Writes every table and plot; returns a summary (the scale table in Markdown)."""
   runs, skipped = collect(directory)
@@ -282,6 +303,12 @@ def write_report(directory: str | Path, output: str | Path | None = None) -> str
                  + _markdown(method_header, method_rows))
     (output / 'methods.csv').write_text(_csv(method_header, method_rows))
     (output / 'scale_table.md').write_text(markdown)
+  for name, text in (('transfer.md', transfer.transfer_tables(runs)),
+                     ('ensembles.md', transfer.ensemble_table(directory)),
+                     ('prompt_words.md', prompt_words(runs))):
+    if text:
+      (output / name).write_text(text)
+      markdown += '\n' + text
   run_header, run_rows = runs_rows(runs)
   (output / 'runs.csv').write_text(_csv(run_header, run_rows))
   flagged = sum(1 for r in runs if collapsed(r))

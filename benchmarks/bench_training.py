@@ -33,7 +33,8 @@ from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-
 from t5prompt.models import get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.run_config import default_config  # pylint: disable=wrong-import-position
-from t5prompt.prompts.methods import build_model  # pylint: disable=wrong-import-position
+from t5prompt.prompts.methods import (PROMPT_METHODS, build_model,  # pylint: disable=wrong-import-position
+                                      module_params)
 from t5prompt.train import (make_train_step,  # pylint: disable=wrong-import-position
                             shard_train_state)
 from timing import machine, side_by_side  # pylint: disable=wrong-import-position
@@ -45,9 +46,9 @@ class Trainer:
   """One method's jitted step on a mesh, ready to time."""
 
   def __init__(self, config, params, method, mesh, batch, input_length, target_length,
-               prompt_length):
+               prompt_length, **method_options):
     self.partitioning = make_partitioning(mesh, devices=jax.devices()[:mesh[0] * mesh[1]])
-    model = build_model(config, method, prompt_length)
+    model = build_model(config, method, prompt_length, **method_options)
     optimizer_config = default_config().optimizer
     if method == 'model_tuning':
       optimizer_config.learning_rate, optimizer_config.factored = 1e-3, True
@@ -57,6 +58,9 @@ class Trainer:
     if method == 'prompt_tuning':
       params = {**params, 'prompt': {'prompt': rng.uniform(-0.5, 0.5, (
           prompt_length, config.d_model)).astype(np.float32)}}
+    elif method in PROMPT_METHODS:  # the module's own init (encoder, prefixes)
+      subtree, method_params = module_params(model, jax.random.key(0))
+      params = {**params, subtree: method_params}
     with self.partitioning.activate():
       state = shard_train_state(model, params, rules, optimizer, self.partitioning)
       self.trainable, self.frozen, self.opt_state = state.trainable, state.frozen, state.opt_state

@@ -100,13 +100,15 @@ def _eval(args) -> int:
 def _export_peft(args) -> int:
   import numpy as np  # pylint: disable=import-outside-toplevel
   from t5prompt.models import get_size  # pylint: disable=import-outside-toplevel
-  from t5prompt.prompts.peft_format import export_peft  # pylint: disable=import-outside-toplevel
+  from t5prompt.prompts import peft_format  # pylint: disable=import-outside-toplevel
+  from t5prompt.prompts.methods import PROMPT_METHODS  # pylint: disable=import-outside-toplevel
   from t5prompt.train import load_run_config  # pylint: disable=import-outside-toplevel
   config = load_run_config(args.workdir)
-  if config.method != 'prompt_tuning':
-    raise ValueError(f'{args.workdir} is a {config.method} run; only prompt tuning exports a '
-                     'PEFT prompt adapter.')
-  prompt_file = Path(args.workdir) / 'prompt.npy'
+  if config.method not in PROMPT_METHODS:
+    raise ValueError(f'{args.workdir} is a {config.method} run; only prompt methods '
+                     f'({", ".join(PROMPT_METHODS)}) export a PEFT adapter.')
+  prefix = config.method in ('prefix_tuning', 'deep_prompt_tuning')
+  prompt_file = Path(args.workdir) / ('prefix.npz' if prefix else 'prompt.npy')
   if not prompt_file.is_file():
     raise FileNotFoundError(f'{prompt_file} is missing: the run has not finished; export after '
                             'it ends (or resume it).')
@@ -117,8 +119,13 @@ def _export_peft(args) -> int:
   else:
     t5_config = get_size(config.model.size)
   base_model = args.base_model or record['backbone']['source']
-  export_peft(args.output, np.load(prompt_file), t5_config, base_model, record)
-  print(f'wrote PEFT prompt-tuning adapter to {args.output} (base model {base_model})')
+  if prefix:  # the folded prefixes, as PEFT's prefix tuning saves them
+    peft_format.export_peft_prefix(args.output, dict(np.load(prompt_file)), t5_config,
+                                   base_model, record)
+  else:  # prompt tuning, and P-tuning's / a projector's produced prompt
+    peft_format.export_peft(args.output, np.load(prompt_file), t5_config, base_model, record)
+  print(f'wrote PEFT {"prefix" if prefix else "prompt"}-tuning adapter to {args.output} (base '
+        f'model {base_model})')
   return 0
 
 
@@ -225,7 +232,7 @@ def _retrieve(args) -> int:
   if args.metric == 'on' or args.init == 'best_of_top_k':
     from t5prompt.run_setup import backbone_from_source  # pylint: disable=import-outside-toplevel
     if source is None:
-      raise ValueError(f'--metric on and --init best_of_top_k run the backbone; with --query '
+      raise ValueError('--metric on and --init best_of_top_k run the backbone; with --query '
                        'give --target a library entry instead, so its backbone is known.')
     backbone = backbone_from_source(source)
   ranked = library_lib.rank(library, query, args.metric, params_hash=params_hash,
@@ -258,6 +265,20 @@ def _retrieve(args) -> int:
         'target': args.target})
     print(f'wrote the {args.init} init prompt to {args.output}; train from it with '
           f'--config.prompt.init=file --config.prompt.init_file={args.output}')
+  return 0
+
+
+def _ensemble(args) -> int:
+  from t5prompt.ensembles import evaluate_ensemble  # pylint: disable=import-outside-toplevel
+  record = evaluate_ensemble(args.runs, args.output, args.batch_size)
+  scores = record['individual_scores']
+  print(f'{record["task"]} ({record["model_size"]}, {record["eval_set"]}), {len(scores)} '
+        f'prompts: each {", ".join(f"{s:.1f}" for s in scores)}; average '
+        f'{sum(scores) / len(scores):.1f}, best {max(scores):.1f}; majority vote '
+        f'{record["majority_vote"]["score"]:.1f}; mean log-likelihood '
+        f'{record["mean_log_likelihood"]["score"]:.1f}')
+  if args.output:
+    print(f'wrote {args.output}/ensemble.json')
   return 0
 
 
@@ -415,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help='best_of_top_k: dev examples per candidate (0 = all)')
   retrieve.add_argument('--output', default='', help='write the init prompt (.npy) here')
   retrieve.set_defaults(run=_retrieve)
+
+  ensemble_ = commands.add_parser('ensemble', help='Score the prompts of several runs of one '
+                                  'task as an ensemble (one batch, one frozen model).')
+  ensemble_.add_argument('runs', nargs='+', help='finished prompt-tuning run directories')
+  ensemble_.add_argument('--output', default='', help='directory for ensemble.json (the '
+                         'report reads it)')
+  ensemble_.add_argument('--batch-size', type=int, default=32)
+  ensemble_.set_defaults(run=_ensemble)
 
   plan_ = commands.add_parser('plan', help='Memory per device for a size, method and mesh.')
   plan_.add_argument('--size', default='xxl', help='small|base|large|xl|xxl (LM-adapted) or a '

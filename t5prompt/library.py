@@ -66,7 +66,11 @@ class PromptLibrary:
                        'model-tuning runs.')
     result = json.loads(result_path.read_text())
     prompt_record = json.loads((run_dir / 'prompt.json').read_text())
-    name = name or f'{result["task"]}-{result["model_size"]}-{result["method"]}-s{result["seed"]}'
+    # A prompt trained on a task mixture (generic SPoT) is named and matched by all its tasks.
+    tasks = [result['task'], *result['config']['task'].get('mixture', [])]
+    mixed = f'-mix{len(tasks)}' if len(tasks) > 1 else ''
+    name = name or (f'{result["task"]}{mixed}-{result["model_size"]}-{result["method"]}'
+                    f'-s{result["seed"]}')
     if not _NAME.match(name):
       raise ValueError(f'Library names are letters, digits, ".", "_" and "-"; got {name!r}.')
     target = self.root / name
@@ -76,7 +80,7 @@ class PromptLibrary:
     in_domain = result['config']['task']['eval_splits'][0]
     score = (result.get('metrics') or {}).get(in_domain, {}).get('score')
     entry = {
-        'name': name, 'task': result['task'], 'method': result['method'],
+        'name': name, 'task': '+'.join(tasks), 'method': result['method'],
         'model_size': result['model_size'], 'd_model': int(prompt.shape[1]),
         'backbone': result['backbone'], 'length': int(prompt.shape[0]),
         'init': result.get('init'), 'seed': result['seed'], 'score': score,

@@ -70,7 +70,10 @@ def run_name(overrides: dict[str, Any]) -> str:
   parts = []
   for key, value in overrides.items():
     short_key = key.split('.')[-1]
-    text = Path(str(value)).name if isinstance(value, str) and '/' in str(value) else str(value)
+    text = str(value)
+    if isinstance(value, str) and '/' in value:  # a path: its name (a file: with its folder)
+      path = Path(value)
+      text = f'{path.parent.name}/{path.name}' if path.suffix else path.name
     parts.append(f'{short_key}={text}')
   name = ','.join(parts) or 'base'
   return ''.join(ch if ch.isalnum() or ch in '=,._-' else '_' for ch in name)
@@ -104,6 +107,12 @@ def _resolve(path: str) -> Path:
   return Path(__file__).resolve().parents[1] / path
 
 
+def config_for(base_config: str, overrides: dict[str, Any]):
+  """The validated run config of a base config file with a sweep's override dict (sweeps whose
+  `prepare` trains runs of its own, e.g. transfer sources, use it too)."""
+  return load_config(_resolve(base_config), _override_args(overrides))
+
+
 @dataclasses.dataclass
 class Run:
   name: str
@@ -130,7 +139,7 @@ def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
       problems.append(f'two runs are both named {name!r}; make their overrides differ')
     names.add(name)
     try:
-      config = load_config(base, _override_args(overrides))
+      config = config_for(str(base), overrides)
       _check_size(config)
     except (ValueError, FileNotFoundError) as error:
       problems.append(f'{name}: {" ".join(str(error).split())[:300]}')

@@ -23,7 +23,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
 
 from t5prompt import atomic, optim, prompt_design
 from t5prompt.checkpoints import (RunCheckpoints, check_or_write_manifest, export_prompt,
@@ -39,7 +38,7 @@ from t5prompt.prompts import make_initializer
 from t5prompt.prompts.initializers import load_prompt_file
 from t5prompt.prompts.interpret import nearest_tokens
 from t5prompt.prompts.methods import (PROMPT_METHODS, build_model, exported_prompt,
-                                      for_inference, method_options)
+                                      for_inference, method_options, module_params)
 from t5prompt.run_log import RunLog
 from t5prompt.run_setup import (Backbone, load_eval_sets, load_model_backbone, model_label,
                                 target_length, task_spec)
@@ -157,20 +156,15 @@ def initial_params(config, backbone: Backbone, model: T5, spec, vocabulary,
   if config.method != 'prompt_tuning':
     # P-tuning's encoder, the projector and the prefixes start from their modules' own
     # initialisers (as PEFT's); a projector's fixed input is the transferred prompt.
+    subtree, params = module_params(model, init_rng)
     record = {'name': 'module_default'}
-    if model.prompt is not None:
-      params = nn.unbox(model.prompt.clone(parent=None).init(
-          init_rng, backbone.config.d_model, method=type(model.prompt).produce_prompt))['params']
-      subtree = 'prompt'
-      if config.method == 'cross_model_transfer':
-        _, record = make_initializer('file', embedding=None, path=config.prompt.init_file)
-        source = load_prompt_file(config.prompt.init_file)
-        if source.shape != params['source'].shape:
-          raise ValueError(f'The source prompt {config.prompt.init_file} has shape '
-                           f'{source.shape}; set prompt.length={source.shape[0]}.')
-        params = {**params, 'source': jnp.asarray(source)}
-    else:
-      params, subtree = nn.unbox(model.prefix.clone(parent=None).init(init_rng))['params'], 'prefix'
+    if config.method == 'cross_model_transfer':
+      _, record = make_initializer('file', embedding=None, path=config.prompt.init_file)
+      source = load_prompt_file(config.prompt.init_file)
+      if source.shape != params['source'].shape:
+        raise ValueError(f'The source prompt {config.prompt.init_file} has shape '
+                         f'{source.shape}; set prompt.length={source.shape[0]}.')
+      params = {**params, 'source': jnp.asarray(source)}
     return {**backbone.params, subtree: params}, record
   prompt_config = config.prompt
   embedding = backbone.params['token_embedder']['embedding']
@@ -434,6 +428,9 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
                  splits: tuple[str, ...] = ()) -> dict[str, Any]:
   """Re-evaluates a run's best or latest trainable params on its eval splits (or `splits`)."""
   config = load_run_config(workdir)
+  if config.method == 'prompt_design':
+    raise ValueError(f'{workdir} is a prompt_design run: nothing was trained or checkpointed; '
+                     'its result.json holds the evaluation (rerun `t5prompt train` to redo it).')
   backbone = load_model_backbone(config.model)
   check_or_write_manifest(workdir, manifest_for(config, backbone))  # same backbone, or refuse
   spec = task_spec(config)

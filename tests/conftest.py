@@ -51,6 +51,19 @@ def save_as_hub_v4(model, directory: Path, **save_kwargs) -> Path:
   return directory
 
 
+# A small v1.1-style (gated GELU, untied head) HF T5 for parity tests with PEFT.
+PEFT_T5_KWARGS = dict(vocab_size=120, d_model=32, d_kv=8, d_ff=48, num_heads=4, num_layers=2,
+                      feed_forward_proj='gated-gelu', tie_word_embeddings=False, dropout_rate=0.0)
+
+
+def hub_v11_backbone(directory: Path, seed: int):
+  """A random v1.1-style HF T5 saved as a hub checkpoint, and our (config, params) of it."""
+  from t5prompt.models import load_hf  # pylint: disable=import-outside-toplevel
+  save_as_hub_v4(make_hf_t5(seed=seed, untied_head=True, **PEFT_T5_KWARGS), directory)
+  config, params = load_hf(str(directory), dropout_rate=0.0)
+  return directory, config, params
+
+
 def random_batch(vocab_size: int, batch: int, input_length: int, target_length: int, seed: int = 0):
   """Right-padded int32 token batches: encoder inputs and decoder inputs (start token 0)."""
   rng = np.random.RandomState(seed)

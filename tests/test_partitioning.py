@@ -206,3 +206,25 @@ def test_two_processes_train_together_into_one_checkpoint(runs_on_meshes, tmp_pa
   np.testing.assert_allclose(together, reference['trainable']['prompt']['prompt'],
                              atol=TOLERANCE, rtol=0)
   np.testing.assert_array_equal(np.load(workdir / 'prompt.npy'), together)  # best = last here
+
+
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
+def test_prefixes_shard_with_the_heads_and_train_alike_on_every_mesh(tmp_path):
+  """Per-layer prefixes carry ('layers', 'prefix', 'heads', 'kv'): heads over `model`, like
+  the keys and values they join. Prefix tuning on 1x1 and 2x4 gives the same losses and MLP."""
+  model = build_model(get_size('tiny-v1_1'), 'deep_prompt_tuning', 3)
+  partitioning = _partitioning((2, 4))
+  with partitioning.activate():
+    specs = partitioning.shardings(logical_param_specs(model))
+  assert specs['prefix']['encoder_key'].spec == P(None, None, 'model', None)
+  overrides = ('--config.method=prefix_tuning', '--config.prompt.length=3',
+               '--config.prompt.reparam_hidden=16', '--config.optimizer.name=adam',
+               '--config.optimizer.learning_rate=0.001')
+  train(_config(*overrides), tmp_path / 'single', _partitioning((1, 1)))
+  train(_config(*overrides), tmp_path / 'sharded', _partitioning((2, 4)))
+  np.testing.assert_allclose(_losses(tmp_path / 'sharded'), _losses(tmp_path / 'single'),
+                             atol=TOLERANCE, rtol=0)
+  single, sharded = _state(tmp_path / 'single', 4), _state(tmp_path / 'sharded', 4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=TOLERANCE, rtol=0),
+               single['trainable'], sharded['trainable'])
+  assert set(single['trainable']) == {'prefix'}

@@ -10,26 +10,17 @@ import pytest
 import torch
 import transformers
 
-from conftest import make_hf_t5, random_batch, save_as_hub_v4
+from conftest import hub_v11_backbone, random_batch
 from t5prompt import cli, optim
-from t5prompt.models import load_hf
 from t5prompt.prompts import peft_format
 from t5prompt.prompts.methods import build_model
 from t5prompt.train import make_loss_fn
 
 TOLERANCE = 1e-4  # fp32, max |Δ| of loss, gradients and logits
 PROMPT_LENGTH = 5
-HF_KWARGS = dict(vocab_size=120, d_model=32, d_kv=8, d_ff=48, num_heads=4, num_layers=2,
-                 feed_forward_proj='gated-gelu', tie_word_embeddings=False, dropout_rate=0.0)
-
-
 @pytest.fixture(scope='module')
 def backbone(tmp_path_factory):
-  """A random v1.1-style HF T5 saved as a hub checkpoint, and our view of it."""
-  directory = tmp_path_factory.mktemp('hf_t5')
-  save_as_hub_v4(make_hf_t5(seed=3, untied_head=True, **HF_KWARGS), directory)
-  config, params = load_hf(str(directory), dropout_rate=0.0)
-  return directory, config, params
+  return hub_v11_backbone(tmp_path_factory.mktemp('hf_t5'), seed=3)
 
 
 def _peft_model(directory, prompt=None):

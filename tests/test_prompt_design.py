@@ -13,7 +13,7 @@ from t5prompt.data.vocab import get_vocabulary
 from t5prompt.evaluate import evaluate
 from t5prompt.prompt_design import demonstrations, with_demonstrations
 from t5prompt.run_config import load_config
-from t5prompt.train import train
+from t5prompt.train import evaluate_run, train
 from test_evaluate import forced_model
 
 TEMPLATED = ['boolq', 'cb', 'copa', 'multirc', 'rte', 'wic', 'wsc']
@@ -75,6 +75,8 @@ def test_prompt_design_runs_as_a_method(tmp_path):
   assert 0 < saved['init']['shots_fitted']['validation'] <= 2
   assert 0 <= saved['metrics']['validation']['score'] <= 100
   assert train(config, tmp_path) == result  # finished: recognised, not rerun
+  with pytest.raises(ValueError, match='nothing was trained'):
+    evaluate_run(tmp_path)
 
 
 def test_tasks_without_a_template_are_refused():

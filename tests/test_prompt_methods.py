@@ -29,9 +29,9 @@ import torch
 import transformers
 from flax import linen as nn
 
-from conftest import REPO, make_hf_t5, random_batch, save_as_hub_v4
-from t5prompt import optim, plan
-from t5prompt.models import get_size, load_hf
+from conftest import REPO, hf_logits, hub_v11_backbone, random_batch
+from t5prompt import cli, optim, plan
+from t5prompt.models import get_size
 from t5prompt.models import decode
 from t5prompt.prompts import peft_format
 from t5prompt.prompts.methods import build_model, exported_prompt, for_inference
@@ -42,16 +42,9 @@ from t5prompt.train import evaluate_run, make_loss_fn, train
 TOLERANCE = 1e-4  # fp32, max |Δ| of loss, gradients and logits
 LENGTH = 3
 HIDDEN = 16
-HF_KWARGS = dict(vocab_size=120, d_model=32, d_kv=8, d_ff=48, num_heads=4, num_layers=2,
-                 feed_forward_proj='gated-gelu', tie_word_embeddings=False, dropout_rate=0.0)
-
-
 @pytest.fixture(scope='module')
 def backbone(tmp_path_factory):
-  directory = tmp_path_factory.mktemp('hf_t5')
-  save_as_hub_v4(make_hf_t5(seed=5, untied_head=True, **HF_KWARGS), directory)
-  config, params = load_hf(str(directory), dropout_rate=0.0)
-  return directory, config, params
+  return hub_v11_backbone(tmp_path_factory.mktemp('hf_t5'), seed=5)
 
 
 def _batch(vocab_size):
@@ -144,7 +137,8 @@ def test_prefix_loss_and_gradients_equal_peft(backbone, projection):
   loss, grads = _our_loss_and_grads(model, params, 'prefix', ours, inputs, targets)
   ours_as_peft = _prefix_grads_as_peft(grads, config.num_decoder_layers, config.num_heads,
                                        config.d_kv, projection)
-  print(f'|Δloss|={abs(loss - peft_loss):.2e}')
+  print(f'|Δloss|={abs(loss - peft_loss):.2e} max|Δgrad|=' + '{:.2e}'.format(max(
+      np.abs(ours_as_peft[name] - grad).max() for name, grad in peft_grads.items())))
   assert abs(loss - peft_loss) <= TOLERANCE
   assert set(ours_as_peft) == set(peft_grads)
   for name, expected in peft_grads.items():
@@ -171,7 +165,8 @@ def test_p_tuning_loss_and_gradients_equal_peft(backbone, kind):
                                     inputs, targets)
   expected = _encoder_from_peft({name.replace('prompt_encoder.', ''): grad
                                  for name, grad in peft_grads.items()}, kind, gradients=True)
-  print(f'|Δloss|={abs(loss - peft_loss):.2e}')
+  print(f'|Δloss|={abs(loss - peft_loss):.2e} max|Δgrad|=' + '{:.2e}'.format(max(
+      np.abs(grads[name] - grad).max() for name, grad in expected.items())))
   assert abs(loss - peft_loss) <= TOLERANCE
   assert set(grads) == set(expected)
   for name in expected:
@@ -273,6 +268,15 @@ def test_per_layer_lengths_mask_the_padding():
   assert not np.allclose(model.apply({'params': changed}, inputs, decoder_inputs), logits)
 
 
+def _peft_adapter_logits(directory, adapter, vocab_size):
+  """An exported adapter loaded by PEFT on the PyTorch T5: (inputs, decoder inputs, logits)."""
+  base = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
+  loaded = peft.PeftModel.from_pretrained(base, adapter).eval()
+  inputs, targets = _batch(vocab_size)
+  decoder_inputs = np.asarray(decode.shift_right(targets))
+  return inputs, decoder_inputs, hf_logits(loaded, inputs, decoder_inputs)
+
+
 def test_prefix_export_loads_in_peft_with_equal_logits(backbone, tmp_path):
   directory, config, params = backbone
   model = build_model(config, 'prefix_tuning', LENGTH, attention=('decoder_self',),
@@ -280,16 +284,10 @@ def test_prefix_export_loads_in_peft_with_equal_logits(backbone, tmp_path):
   prefix = _init(model, seed=4)['prefix']
   artefact = exported_prompt(model, {'prefix': prefix})
   peft_format.export_peft_prefix(tmp_path / 'adapter', artefact, config, str(directory))
-  base = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
-  loaded = peft.PeftModel.from_pretrained(base, tmp_path / 'adapter').eval()
-  inputs, targets = _batch(config.vocab_size)
-  decoder_inputs = np.asarray(decode.shift_right(targets))
-  with torch.no_grad():
-    reference = loaded(input_ids=torch.tensor(inputs, dtype=torch.long),
-                       attention_mask=torch.tensor(inputs > 0, dtype=torch.long),
-                       decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)).logits
+  inputs, decoder_inputs, reference = _peft_adapter_logits(directory, tmp_path / 'adapter',
+                                                           config.vocab_size)
   ours = model.apply({'params': {**params, 'prefix': prefix}}, inputs, decoder_inputs)
-  np.testing.assert_allclose(np.asarray(ours), reference.numpy(), atol=TOLERANCE, rtol=0)
+  np.testing.assert_allclose(np.asarray(ours), reference, atol=TOLERANCE, rtol=0)
 
   encoder_too = build_model(config, 'prefix_tuning', LENGTH, reparam_hidden=HIDDEN)
   with pytest.raises(ValueError, match='decoder self-attention only'):
@@ -304,16 +302,10 @@ def test_p_tuning_export_is_a_prompt_peft_loads(backbone, tmp_path):
   prompt_params = _init(model, seed=6)['prompt']
   artefact = exported_prompt(model, {'prompt': prompt_params})
   peft_format.export_peft(tmp_path / 'adapter', artefact['prompt'], config, str(directory))
-  base = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
-  loaded = peft.PeftModel.from_pretrained(base, tmp_path / 'adapter').eval()
-  inputs, targets = _batch(config.vocab_size)
-  decoder_inputs = np.asarray(decode.shift_right(targets))
-  with torch.no_grad():
-    reference = loaded(input_ids=torch.tensor(inputs, dtype=torch.long),
-                       attention_mask=torch.tensor(inputs > 0, dtype=torch.long),
-                       decoder_input_ids=torch.tensor(decoder_inputs, dtype=torch.long)).logits
+  inputs, decoder_inputs, reference = _peft_adapter_logits(directory, tmp_path / 'adapter',
+                                                           config.vocab_size)
   ours = model.apply({'params': {**params, 'prompt': prompt_params}}, inputs, decoder_inputs)
-  np.testing.assert_allclose(np.asarray(ours), reference.numpy(), atol=TOLERANCE, rtol=0)
+  np.testing.assert_allclose(np.asarray(ours), reference, atol=TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize('method', ['prefix_tuning', 'deep_prompt_tuning', 'p_tuning'])
@@ -344,3 +336,8 @@ def test_methods_train_through_the_loop_and_export(method, tmp_path):
   # The best checkpoint re-evaluated (folded for inference) gives the run's best metrics.
   again = evaluate_run(tmp_path)['metrics']['validation']
   assert again['score'] == pytest.approx(result['metrics']['validation']['score'])
+  # P-tuning exports its produced prompt as a PEFT prompt-tuning adapter; a prefix on every
+  # attention kind cannot be a PEFT T5 prefix (decoder self-attention only) and is refused.
+  code = cli.main(['export-peft', '--workdir', str(tmp_path), '--output', str(tmp_path / 'peft')])
+  assert code == (0 if method == 'p_tuning' else 2)
+  assert (tmp_path / 'peft' / 'adapter_model.safetensors').is_file() == (method == 'p_tuning')

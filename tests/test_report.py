@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import paper, report
+from analysis import paper, report, transfer
 
 SIZES = {'small': 77_000_000, 'base': 250_000_000}
 # (series, size, task) -> scores for seeds 0, 1, 2
@@ -125,3 +125,65 @@ def test_robustness_rows_and_collapse_flag(tmp_path):
 def test_empty_directory_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='No readable result.json'):
     report.write_report(tmp_path)
+
+
+def _transfer_run(directory, task, score, prompt, source=None, seed=0):
+  """A prompt-tuning run on size 'small': from scratch, or from a library prompt of `source`."""
+  directory.mkdir(parents=True)
+  result = _result('spot' if source else 'prompt_tuning', 'small', task, seed, score)
+  result['method'] = 'prompt_tuning'
+  result['init'] = {'name': 'sampled_vocab'}
+  if source:
+    entry = directory.parent / f'library-{source}'
+    entry.mkdir(exist_ok=True)
+    np.save(entry / 'prompt.npy', source[1])
+    result['init'] = {'name': 'file', 'path': str(entry / 'prompt.npy'),
+                      'source': {'task': source[0]}}
+  np.save(directory / 'prompt.npy', prompt)
+  (directory / 'result.json').write_text(json.dumps(result))
+
+
+def test_transfer_matrix_gains_similarity_and_retrieval(tmp_path):
+  e = np.eye(8)
+  target = np.stack([e[0], e[1]])
+  # Sources ordered by similarity to the target: rte (0.5) > copa (0.0) > wsc (-0.5 ...).
+  rte, copa, wsc = np.stack([e[0], e[2]]), np.stack([e[3], e[4]]), np.stack([-e[0], e[5]])
+  _transfer_run(tmp_path / 'scratch0', 'superglue_cb', 50.0, target)
+  _transfer_run(tmp_path / 'scratch1', 'superglue_cb', 54.0, target, seed=1)
+  _transfer_run(tmp_path / 'rte', 'superglue_cb', 60.0, target, ('superglue_rte', rte))
+  _transfer_run(tmp_path / 'copa', 'superglue_cb', 55.0, target, ('superglue_copa', copa))
+  _transfer_run(tmp_path / 'wsc', 'superglue_cb', 40.0, target, ('superglue_wsc', wsc))
+  runs, _ = report.collect(tmp_path)
+  pairs = {p['source']: p for p in transfer.transfer_pairs(runs)}
+  assert pairs['superglue_rte']['scratch'] == 52.0 and pairs['superglue_rte']['gain'] == 8.0
+  assert pairs['superglue_rte']['similarity'] == pytest.approx(0.5)
+  assert pairs['superglue_copa']['similarity'] == pytest.approx(0.0)
+  assert pairs['superglue_wsc']['similarity'] == pytest.approx(-0.5)
+  text = transfer.transfer_tables(runs)
+  assert '| small | superglue_cb | superglue_rte | 60.0 | 52.0 | +8.0 | 0.500 |' in text
+  # Gains 8, 3, -12 rise with similarity: rank correlation 1; top-1 = rte = the oracle.
+  assert '| small | 3 | +0.96 | +1.00 | 52.0 | 60.0 | 60.0 |' in text
+  assert 'top-1 by cosine 76.7' in text  # the paper's row beside ours
+  summary = report.write_report(tmp_path)
+  assert (tmp_path / 'report' / 'transfer.md').read_text() == text and 'SPoT' in summary
+
+
+def test_methods_table_and_prompt_words(tmp_path):
+  for method, trained, stored in (('prompt_tuning', 640, 640), ('prefix_tuning', 9000, 1536),
+                                  ('prompt_design', 0, 0)):
+    run = tmp_path / method
+    run.mkdir()
+    result = _result(method, 'small', 'superglue_cb', 0, 50.0)
+    result.update(num_trainable_params=trained, num_stored_params=stored)
+    (run / 'result.json').write_text(json.dumps(result))
+  (tmp_path / 'prompt_tuning' / 'prompt.json').write_text(json.dumps(
+      {'nearest_tokens': [['▁yes', '▁no', '▁maybe'], ['▁the', '▁a', '▁an']]}))
+  runs, _ = report.collect(tmp_path)
+  header, rows = report.methods_rows(runs)
+  assert header[3:5] == ['trained params', 'stored params']
+  assert ['prefix_tuning', 'prefix_tuning', 'small', '9,000', '1,536', '0.002'] in rows
+  words = report.prompt_words(runs)
+  assert '| prompt_tuning | small | superglue_cb | 0 | ▁yes ▁no ▁maybe / ▁the ▁a ▁an |' in words
+  summary = report.write_report(tmp_path)
+  assert 'Methods: parameters trained and stored' in summary
+  assert (tmp_path / 'report' / 'methods.csv').is_file()

@@ -42,7 +42,8 @@ def test_product_and_short_names():
 def test_every_config_in_the_repo_expands():
   expected = {'scale_superglue': 240, 'ablation_prompt_length': 600, 'ablation_init': 360,
               'ablation_objective': 240, 'robustness_mrqa': 6, 'robustness_paraphrase': 12,
-              'demo': 12}
+              'demo': 12, 'demo_methods': 21, 'demo_transfer': 24, 'transfer_sources': 45,
+              'transfer_spot': 5 * 8 * (1 + 1 + 7) * 3}
   for name, count in expected.items():
     runs = sweep.expand(sweep.load_sweep(REPO / 'configs' / 'sweeps' / f'{name}.py'), '/tmp/x')
     assert len(runs) == count, name

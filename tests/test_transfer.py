@@ -272,3 +272,50 @@ def test_mixture_trains_on_the_union(tmp_path):
   assert list(result['metrics']) == ['validation']  # evaluated on CB, the run's task
   record = json.loads((tmp_path / 'prompt.json').read_text())
   assert len(record['nearest_tokens']) == 4 and len(record['nearest_tokens'][0]) == 5
+
+
+def test_ensemble_command_scores_each_prompt_and_the_vote(backbone, tmp_path, capsys):
+  """Two runs' prompts on CB dev: each prompt's score equals evaluating it alone."""
+  from t5prompt.data.tasks import get_task_spec  # pylint: disable=import-outside-toplevel
+  from t5prompt.evaluate import evaluate  # pylint: disable=import-outside-toplevel
+  from t5prompt.run_setup import backbone_from_source  # pylint: disable=import-outside-toplevel
+  source = 'random:tiny-v1_1:seed0'
+  frozen = backbone_from_source(source)
+  prompts = _prompts(2, seed=7)
+  runs = []
+  for seed, prompt in enumerate(prompts):
+    run = _fake_run(tmp_path / f'run{seed}', 'superglue_cb', prompt, 0.0,
+                    params_hash=frozen.params_hash, seed=seed)
+    result = json.loads((run / 'result.json').read_text())
+    result['backbone']['source'] = source
+    result['config']['task'].update(input_length=64, target_length=0)
+    (run / 'result.json').write_text(json.dumps(result))
+    runs.append(str(run))
+  assert cli.main(['ensemble', *runs, '--output', str(tmp_path / 'out')]) == 0
+  assert 'majority vote' in capsys.readouterr().out
+  record = json.loads((tmp_path / 'out' / 'ensemble.json').read_text())
+  spec = get_task_spec('superglue_cb')
+  data = pipeline.load_tokenized('superglue_cb', 'validation', 64, 8)
+  for prompt, score in zip(prompts, record['individual_scores']):
+    alone = evaluate(T5(frozen.config, prompt=SoftPrompt(LENGTH)),
+                     {**frozen.params, 'prompt': {'prompt': prompt}}, {'dev': (spec, data)},
+                     get_vocabulary(), 32)['dev']['score']
+    assert score == pytest.approx(alone)
+  assert 0 <= record['majority_vote']['score'] <= 100
+  other = _fake_run(tmp_path / 'other', 'superglue_rte', prompts[0], 0.0)
+  with pytest.raises(ValueError, match='must share task'):
+    from t5prompt.ensembles import evaluate_ensemble  # pylint: disable=import-outside-toplevel
+    evaluate_ensemble([runs[0], str(other)])
+
+
+def test_best_of_top_k_picks_the_best_zero_shot_candidate(library, tmp_path, capsys):
+  lib, _, near, far = library
+  output = tmp_path / 'best.npy'
+  assert cli.main(['retrieve', '--library', str(lib.root), '--target', 'superglue_cb',
+                   '--init', 'best_of_top_k', '--top-k', '2', '--max-eval-examples', '16',
+                   '--output', str(output)]) == 0
+  assert 'zero-shot dev scores of the top-k' in capsys.readouterr().out
+  from t5prompt.run_setup import backbone_from_source  # pylint: disable=import-outside-toplevel
+  scores = library_lib.zero_shot_scores(backbone_from_source('random:tiny-v1_1:seed0'),
+                                        'superglue_cb', [near, far], max_examples=16)
+  np.testing.assert_array_equal(np.load(output), [near, far][int(np.argmax(scores))])

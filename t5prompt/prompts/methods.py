@@ -13,6 +13,7 @@ how its training-time reparameterisation folds away for inference, and what it e
 """
 
 import numpy as np
+from flax import linen as nn
 
 from t5prompt.models.sizes import T5Config
 from t5prompt.models.t5 import T5
@@ -62,6 +63,16 @@ def build_model(config: T5Config, method: str, prompt_length: int, *,
   if method in ('model_tuning', 'prompt_design'):
     return T5(config)
   raise ValueError(f'Unknown method {method!r}; choose one of {", ".join(METHODS)}.')
+
+
+def module_params(model: T5, rng) -> tuple[str, dict]:
+  """('prompt' | 'prefix', params) of the method's own module from its initialiser, without
+  running (or initialising) the backbone."""
+  if model.prompt is not None:
+    variables = model.prompt.clone(parent=None).init(
+        rng, model.config.d_model, method=type(model.prompt).produce_prompt)
+    return 'prompt', nn.unbox(variables)['params']
+  return 'prefix', nn.unbox(model.prefix.clone(parent=None).init(rng))['params']
 
 
 def for_inference(model: T5, params: dict) -> tuple[T5, dict]:
