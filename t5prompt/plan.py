@@ -219,9 +219,14 @@ def parameter_counts(size: str, prompt_length: int = 100, **method_options) -> l
     shapes = jax.tree.map(lambda boxed: boxed.value if hasattr(boxed, 'value') else boxed,
                           shapes, is_leaf=lambda x: hasattr(x, 'value'))
     trainable, _ = optim.split_params(shapes, optim.label_rules(method))
-    stored = jax.eval_shape(lambda p, model=model: for_inference(model, p)[1], trainable)
-    rows.append({'method': method, 'trainable': optim.num_elements(trainable),
-                 'stored': optim.num_elements(stored), 'backbone': optim.num_elements(
+    subtree = next((name for name in ('prompt', 'prefix') if name in shapes), None)
+    if subtree:  # what the folded method keeps (a projector's fixed source prompt included)
+      folded = jax.eval_shape(lambda p, model=model: for_inference(model, p)[1], shapes)
+      stored = optim.num_elements(folded[subtree])
+    else:
+      stored = optim.num_elements(trainable)
+    rows.append({'method': method, 'trainable': optim.num_elements(trainable), 'stored': stored,
+                 'backbone': optim.num_elements(
                      {k: v for k, v in shapes.items() if k not in ('prompt', 'prefix')})})
   return rows
 

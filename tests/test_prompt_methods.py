@@ -196,7 +196,7 @@ def _encoder_from_peft(weights, kind, gradients=False):
 
 def _init(model, seed=0):
   tokens = jnp.ones((1, 4), jnp.int32)
-  return nn.unbox(model.init(jax.random.key(seed), tokens, tokens)['params'])
+  return nn.unbox(jax.jit(model.init)(jax.random.key(seed), tokens, tokens)['params'])
 
 
 def _tokens(seed, shape, vocab=120):
@@ -205,7 +205,8 @@ def _tokens(seed, shape, vocab=120):
   return tokens
 
 
-@pytest.mark.parametrize('method', ['prefix_tuning', 'p_tuning'])
+@pytest.mark.parametrize('method', ['prefix_tuning',
+                                    pytest.param('p_tuning', marks=pytest.mark.slow)])
 def test_folding_the_reparameterisation_keeps_outputs(method):
   config = get_size('tiny-v1_1')
   model = build_model(config, method, LENGTH, reparam_hidden=HIDDEN)
@@ -215,9 +216,9 @@ def test_folding_the_reparameterisation_keeps_outputs(method):
   subtree = 'prefix' if method == 'prefix_tuning' else 'prompt'
   assert 'embedding' in params[subtree] and 'embedding' not in folded[subtree]
   inputs, decoder_inputs = _tokens(0, (2, 7)), _tokens(1, (2, 4))
-  np.testing.assert_allclose(folded_model.apply({'params': folded}, inputs, decoder_inputs),
-                             model.apply({'params': params}, inputs, decoder_inputs),
-                             atol=1e-5, rtol=0)
+  np.testing.assert_allclose(
+      jax.jit(folded_model.apply)({'params': folded}, inputs, decoder_inputs),
+      jax.jit(model.apply)({'params': params}, inputs, decoder_inputs), atol=1e-5, rtol=0)
   artefact = exported_prompt(model, {subtree: params[subtree]})
   if method == 'p_tuning':
     assert list(artefact) == ['prompt'] and artefact['prompt'].shape == (LENGTH, config.d_model)
@@ -308,7 +309,9 @@ def test_p_tuning_export_is_a_prompt_peft_loads(backbone, tmp_path):
   np.testing.assert_allclose(np.asarray(ours), reference, atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize('method', ['prefix_tuning', 'deep_prompt_tuning', 'p_tuning'])
+@pytest.mark.parametrize('method', [  # the prefix methods in `pytest -m slow` (CI runs both)
+    pytest.param('prefix_tuning', marks=pytest.mark.slow),
+    pytest.param('deep_prompt_tuning', marks=pytest.mark.slow), 'p_tuning'])
 def test_methods_train_through_the_loop_and_export(method, tmp_path):
   overrides = ['--config.model.size=tiny-v1_1', '--config.task.input_length=64',
                '--config.train.batch_size=8', '--config.train.steps=4',

@@ -36,8 +36,9 @@ def _saved_state(workdir, step):
   return ocp.PyTreeCheckpointer().restore(workdir / 'checkpoints' / str(step) / 'state')
 
 
-@pytest.mark.parametrize('method', ['prompt_tuning', 'p_tuning', 'prefix_tuning',
-                                    'deep_prompt_tuning'])
+@pytest.mark.parametrize('method', [  # the prefix methods in `pytest -m slow` (CI runs both)
+    'prompt_tuning', 'p_tuning', pytest.param('prefix_tuning', marks=pytest.mark.slow),
+    pytest.param('deep_prompt_tuning', marks=pytest.mark.slow)])
 def test_backbone_is_bit_identical_after_prompt_training(method):
   config = _config('--config.train.steps=3', f'--config.method={method}',
                    '--config.prompt.reparam_hidden=16')

@@ -47,10 +47,11 @@ def test_mixed_task_batch_equals_each_example_alone(backbone):
   inputs, decoder_inputs = _tokens(0, (6, 9)), _tokens(1, (6, 4))
   bank_model = T5(config, prompt=PromptBank(3, LENGTH))
   bank_params = {**params, 'prompt': bank_from_prompts(prompts)}
-  mixed = bank_model.apply({'params': bank_params}, inputs, decoder_inputs, prompt_ids=ids)
+  mixed = jax.jit(bank_model.apply)({'params': bank_params}, inputs, decoder_inputs,
+                                    prompt_ids=ids)
   single = T5(config, prompt=SoftPrompt(LENGTH))
   for row, prompt_id in enumerate(ids):
-    alone = single.apply({'params': {**params, 'prompt': {'prompt': prompts[prompt_id]}}},
+    alone = jax.jit(single.apply)({'params': {**params, 'prompt': {'prompt': prompts[prompt_id]}}},
                          inputs[row:row + 1], decoder_inputs[row:row + 1])
     np.testing.assert_allclose(mixed[row:row + 1], alone, atol=1e-4, rtol=1e-5)  # fp32, batch 6 vs 1
   # Rank classification (the serving path) agrees as well.
@@ -62,6 +63,7 @@ def test_mixed_task_batch_equals_each_example_alone(backbone):
     np.testing.assert_allclose(scores[row:row + 1], alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_mixed_task_training_gives_each_prompt_its_own_tasks_gradient(backbone):
   """One prompt per task trained in one run: prompt i's gradient on a mixed batch is its own
   examples' gradient (scaled by their share of the batch's target tokens); unused prompts get
@@ -259,6 +261,7 @@ def test_cross_model_transfer_trains_a_projector(tmp_path):
                                        'encoder': {'x': 'freeze'}}
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_mixture_trains_on_the_union(tmp_path):
   cb = pipeline.load_tokenized('superglue_cb', 'train', 64, 8)
   rte = pipeline.load_tokenized('superglue_rte', 'train', 64, 8)
@@ -274,6 +277,7 @@ def test_mixture_trains_on_the_union(tmp_path):
   assert len(record['nearest_tokens']) == 4 and len(record['nearest_tokens'][0]) == 5
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_ensemble_command_scores_each_prompt_and_the_vote(backbone, tmp_path, capsys):
   """Two runs' prompts on CB dev: each prompt's score equals evaluating it alone."""
   from t5prompt.data.tasks import get_task_spec  # pylint: disable=import-outside-toplevel
@@ -308,6 +312,7 @@ def test_ensemble_command_scores_each_prompt_and_the_vote(backbone, tmp_path, ca
     evaluate_ensemble([runs[0], str(other)])
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_best_of_top_k_picks_the_best_zero_shot_candidate(library, tmp_path, capsys):
   lib, _, near, far = library
   output = tmp_path / 'best.npy'

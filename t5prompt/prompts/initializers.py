@@ -143,6 +143,9 @@ def make_initializer(name: str, *, embedding, vocabulary=None, labels: Sequence[
     record.update(text=init_text, token_ids=token_ids)
     return text(embedding, token_ids), record
   if name == 'file':
-    record.update(path=str(path), source=prompt_source(path))
+    record['path'] = str(path)
+    source = prompt_source(path)
+    if source:
+      record['source'] = source
     return from_array(load_prompt_file(path)), record
   raise ValueError(f'Unknown prompt init {name!r}; choose one of {", ".join(INIT_NAMES)}.')
