@@ -34,9 +34,13 @@ def peft_prefix_trainer(directory, batch, input_length, target_length, prompt_le
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   base = transformers.T5ForConditionalGeneration.from_pretrained(directory)
+  config = base.config
+  # PEFT sizes the prefix by token_dim (d_model by default); T5 v1.1 Small has heads x d_kv =
+  # 6 x 64 = 384 != 512, so it must be given explicitly.
   model = peft.get_peft_model(base, peft.PrefixTuningConfig(
       task_type='SEQ_2_SEQ_LM', num_virtual_tokens=prompt_length, prefix_projection=True,
-      encoder_hidden_size=hidden))
+      encoder_hidden_size=hidden, token_dim=config.num_heads * config.d_kv,
+      num_attention_heads=config.num_heads))
   model.train()
   optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
   rng = np.random.RandomState(0)

@@ -5,8 +5,9 @@ prompt tuning and model tuning; the gap should close as the model grows.
   t5prompt report runs/scale_superglue
 
 5 sizes x 2 methods x 8 tasks x 3 seeds = 240 runs at the paper's settings (30k steps, batch 32,
-prompt length 100, class-label init). Multi-task model tuning (the mixture) is not in this
-sweep yet: the train loop trains one task per run.
+prompt length 100, class-label init). Multi-task model tuning is not in this sweep yet: the
+loop can train one model on the mixture (`task.mixture`), but the report scores each run on its
+own task only, so the one mixture model's eight scores would need their own rows.
 """
 
 from t5prompt.sweep import Sweep, product
