@@ -16,15 +16,13 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 
 import argparse  # pylint: disable=wrong-import-position
-import json  # pylint: disable=wrong-import-position
 import tempfile  # pylint: disable=wrong-import-position
-from pathlib import Path  # pylint: disable=wrong-import-position
 
 import jax  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
 
-from bench_training import Trainer, random_backbone  # pylint: disable=wrong-import-position
-from timing import machine, side_by_side  # pylint: disable=wrong-import-position
+from bench_training import (Trainer, random_backbone,  # pylint: disable=wrong-import-position
+                            torch_train_step)
+from timing import machine, side_by_side, write_rows  # pylint: disable=wrong-import-position
 
 METHODS = ('p_tuning', 'prefix_tuning', 'deep_prompt_tuning')
 
@@ -43,16 +41,7 @@ def peft_prefix_trainer(directory, batch, input_length, target_length, prompt_le
       num_attention_heads=config.num_heads))
   model.train()
   optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-  rng = np.random.RandomState(0)
-  inputs = torch.tensor(rng.randint(2, 32000, (batch, input_length)), dtype=torch.long)
-  labels = torch.tensor(rng.randint(2, 32000, (batch, target_length)), dtype=torch.long)
-
-  def step():
-    loss = model(input_ids=inputs, attention_mask=torch.ones_like(inputs), labels=labels).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-  return step
+  return torch_train_step(model, optimizer, batch, input_length, target_length)
 
 
 def main():
@@ -88,13 +77,7 @@ def main():
   print(f'{args.size}, batch {args.batch}, input {args.input_length}, target '
         f'{args.target_length}, prompt {args.prompt_length}, hidden {args.hidden}, on '
         f'{result["machine"]}')
-  print('| measure | A | B | A / B |\n|---|---|---|---|')
-  for row in rows:
-    a = f'{row["a_s"] * 1e3:.0f} ms' if 'a_s' in row else f'{row["a"]:,.4g}'
-    b = f'{row["b_s"] * 1e3:.0f} ms' if 'b_s' in row else f'{row["b"]:,.4g}'
-    print(f'| {row["measure"]} | {a} | {b} | {row["ratio"]:.3g} |')
-  Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.output).write_text(json.dumps(result, indent=2) + '\n')
+  write_rows(result, args.output)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,6 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 
 import argparse  # pylint: disable=wrong-import-position
-import json  # pylint: disable=wrong-import-position
 import tempfile  # pylint: disable=wrong-import-position
 from pathlib import Path  # pylint: disable=wrong-import-position
 
@@ -37,7 +36,7 @@ from t5prompt.prompts.methods import (PROMPT_METHODS, build_model,  # pylint: di
                                       module_params)
 from t5prompt.train import (make_train_step,  # pylint: disable=wrong-import-position
                             shard_train_state)
-from timing import machine, side_by_side  # pylint: disable=wrong-import-position
+from timing import machine, side_by_side, write_rows  # pylint: disable=wrong-import-position
 
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
 
@@ -91,7 +90,6 @@ def random_backbone(size: str, directory: str):
 
 def peft_trainer(directory, batch, input_length, target_length, prompt_length):
   import peft  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   base = transformers.T5ForConditionalGeneration.from_pretrained(directory)
   model = peft.get_peft_model(base, peft.PromptTuningConfig(
@@ -100,6 +98,12 @@ def peft_trainer(directory, batch, input_length, target_length, prompt_length):
   optimizer = transformers.optimization.Adafactor(
       [p for p in model.parameters() if p.requires_grad], lr=0.3, scale_parameter=False,
       relative_step=False, warmup_init=False, weight_decay=1e-5, decay_rate=-0.8)
+  return torch_train_step(model, optimizer, batch, input_length, target_length)
+
+
+def torch_train_step(model, optimizer, batch, input_length, target_length):
+  """A PyTorch (PEFT) train step on a fixed random batch, ready to time."""
+  import torch  # pylint: disable=import-outside-toplevel
   rng = np.random.RandomState(0)
   inputs = torch.tensor(rng.randint(2, 32000, (batch, input_length)), dtype=torch.long)
   labels = torch.tensor(rng.randint(2, 32000, (batch, target_length)), dtype=torch.long)
@@ -182,14 +186,7 @@ def main():
   print(f'batch {args.batch}, encoder length {args.input_length} (prompt {args.prompt_length} + '
         f'input {prompt_input} for prompt tuning), target {args.target_length}, on '
         f'{result["machine"]}')
-  print('| measure | A | B | A / B |\n|---|---|---|---|')
-  for row in rows:
-    a = f'{row["a_s"] * 1e3:.0f} ms' if 'a_s' in row else f'{row["a"]:,.4g}'
-    b = f'{row["b_s"] * 1e3:.0f} ms' if 'b_s' in row else f'{row["b"]:,.4g}'
-    ratio = f'{row["ratio"]:.3g}' if row['ratio'] is not None else ''
-    print(f'| {row["measure"]} | {a} | {b} | {ratio} |')
-  Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-  Path(args.output).write_text(json.dumps(result, indent=2) + '\n')
+  write_rows(result, args.output)
 
 
 if __name__ == '__main__':
