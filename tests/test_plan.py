@@ -23,7 +23,7 @@ def _device_bytes(tree) -> int:
 @pytest.mark.parametrize('method, mesh, shard_embed', [
     ('prompt_tuning', (8, 1), False), ('prompt_tuning', (4, 2), False),
     ('model_tuning', (2, 4), False), ('model_tuning', (4, 2), True),
-    ('prefix_tuning', (4, 2), False),
+    pytest.param('prefix_tuning', (4, 2), False, marks=pytest.mark.slow),
     pytest.param('deep_prompt_tuning', (2, 4), True, marks=pytest.mark.slow),
     pytest.param('p_tuning', (8, 1), False, marks=pytest.mark.slow)])
 def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed):

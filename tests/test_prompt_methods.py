@@ -252,6 +252,7 @@ def _with_params(model):
   return model, params
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_per_layer_lengths_mask_the_padding():
   """A layer with a shorter prompt ignores its padded positions, whatever they hold."""
   config = get_size('tiny-v1_1')
@@ -309,9 +310,8 @@ def test_p_tuning_export_is_a_prompt_peft_loads(backbone, tmp_path):
   np.testing.assert_allclose(np.asarray(ours), reference, atol=TOLERANCE, rtol=0)
 
 
-@pytest.mark.parametrize('method', [  # the prefix methods in `pytest -m slow` (CI runs both)
-    pytest.param('prefix_tuning', marks=pytest.mark.slow),
-    pytest.param('deep_prompt_tuning', marks=pytest.mark.slow), 'p_tuning'])
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
+@pytest.mark.parametrize('method', ['prefix_tuning', 'deep_prompt_tuning', 'p_tuning'])
 def test_methods_train_through_the_loop_and_export(method, tmp_path):
   overrides = ['--config.model.size=tiny-v1_1', '--config.task.input_length=64',
                '--config.train.batch_size=8', '--config.train.steps=4',

@@ -245,6 +245,7 @@ SHORT = ['--config.model.size=tiny-v1_1', '--config.task.input_length=64',
          '--config.train.eval_batch_size=16', '--config.prompt.length=4']
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_cross_model_transfer_trains_a_projector(tmp_path):
   source = np.random.RandomState(5).normal(0, 1, (4, 16)).astype(np.float32)  # a d=16 model's
   np.save(tmp_path / 'source.npy', source)
