@@ -1,5 +1,5 @@
 """The second demo: the prompt-method family on the demo's tiny ladder, offline, on a 2-core CPU
-in about 12 minutes (after the demo's cached pre-training).
+in about 30 minutes measured with tests sharing the CPU (after the demo's cached pre-training).
 
 On CB at ladder-1/2/3, seed 0: prompt tuning, P-tuning (LSTM encoder), prefix tuning (MLP
 reparameterisation, folded for evaluation), deep prompt tuning (P-tuning v2) and model tuning,

@@ -1,5 +1,5 @@
 """The third demo: a small prompt-transfer matrix (SPoT) on the tiny ladder, offline, on a 2-core
-CPU in about 20 minutes (after the demo's cached pre-training).
+CPU in about 17 minutes (after the demo's cached pre-training).
 
   1. `prepare` trains a source prompt for each shipped task with a full train set (CB, RTE,
      COPA, WSC) at each ladder size and adds it to a prompt library (.cache/transfer_library;
