@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis import paper
+from t5prompt.prompts import similarity
 
 
 def _score(result: dict) -> float:
@@ -24,13 +25,6 @@ def _score(result: dict) -> float:
 def _source_task(result: dict) -> str | None:
   init = result.get('init') or {}
   return (init.get('source') or {}).get('task') if init.get('name') == 'file' else None
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float | None:
-  if a.shape != b.shape:
-    return None
-  a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-  return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
 
 def transfer_pairs(runs: list[dict]) -> list[dict]:
@@ -60,10 +54,11 @@ def transfer_pairs(runs: list[dict]) -> list[dict]:
     base = float(np.mean(scratch[(size, target)]))
     query = scratch_prompts.get((size, target))
     prompt = source_prompts.get((size, target, source))
-    similarity = None if query is None or prompt is None else _cosine(prompt, query)
+    comparable = query is not None and prompt is not None and query.shape == prompt.shape
+    cosine = similarity.cosine(prompt, query) if comparable else None
     pairs.append({'size': size, 'target': target, 'source': source,
                   'score': float(np.mean(scores)), 'n': len(scores), 'scratch': base,
-                  'gain': float(np.mean(scores)) - base, 'similarity': similarity})
+                  'gain': float(np.mean(scores)) - base, 'similarity': cosine})
   return pairs
 
 

@@ -49,10 +49,6 @@ class PromptLibrary:
     self.entry(name)  # a clear error for a missing name
     return np.load(self.root / name / PROMPT_FILE)
 
-  def prompt_path(self, name: str) -> Path:
-    self.entry(name)
-    return self.root / name / PROMPT_FILE
-
   def add_run(self, run_dir: str | os.PathLike, name: str = '', replace: bool = False) -> str:
     """Adds a finished run's exported prompt; returns the entry name."""
     run_dir = Path(run_dir)
