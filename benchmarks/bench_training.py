@@ -27,53 +27,37 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 from flax import linen as nn  # pylint: disable=wrong-import-position
 
-from t5prompt import optim  # pylint: disable=wrong-import-position
+from t5prompt.backbone import Backbone  # pylint: disable=wrong-import-position
+from t5prompt.build import build  # pylint: disable=wrong-import-position
 from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-position
-from t5prompt.models import get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
+from t5prompt.models import T5, get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
-from t5prompt.run_config import default_config  # pylint: disable=wrong-import-position
-from t5prompt.prompts.methods import (PROMPT_METHODS, build_model,  # pylint: disable=wrong-import-position
-                                      module_params)
-from t5prompt.train import (make_train_step,  # pylint: disable=wrong-import-position
-                            shard_train_state)
+from t5prompt.plan import run_config_for  # pylint: disable=wrong-import-position
 from timing import machine, side_by_side, write_rows  # pylint: disable=wrong-import-position
 
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
 
 
 class Trainer:
-  """One method's jitted step on a mesh, ready to time."""
+  """The train loop's own jitted step (`build`) for one method on a mesh, ready to time."""
 
   def __init__(self, config, params, method, mesh, batch, input_length, target_length,
-               prompt_length, **method_options):
+               prompt_length, **prompt_options):
     self.partitioning = make_partitioning(mesh, devices=jax.devices()[:mesh[0] * mesh[1]])
-    model = build_model(config, method, prompt_length, **method_options)
-    optimizer_config = default_config().optimizer
-    if method == 'model_tuning':
-      optimizer_config.learning_rate, optimizer_config.factored = 1e-3, True
-    rules = optim.label_rules(method)
-    optimizer = optim.make_optimizer(optimizer_config, rules)
+    run_config = run_config_for(method, prompt_length, init='random_uniform', **prompt_options)
     rng = np.random.RandomState(0)
-    if method == 'prompt_tuning':
-      params = {**params, 'prompt': {'prompt': rng.uniform(-0.5, 0.5, (
-          prompt_length, config.d_model)).astype(np.float32)}}
-    elif method in PROMPT_METHODS:  # the module's own init (encoder, prefixes)
-      subtree, method_params = module_params(model, jax.random.key(0))
-      params = {**params, subtree: method_params}
     with self.partitioning.activate():
-      state = shard_train_state(model, params, rules, optimizer, self.partitioning)
-      self.trainable, self.frozen, self.opt_state = state.trainable, state.frozen, state.opt_state
+      self.run = build(run_config, Backbone(config, params, 'benchmark', ''), self.partitioning)
       self.batch = self.partitioning.full_batch_to_global({
           'inputs': rng.randint(2, 32000, (batch, input_length)).astype(np.int32),
           'targets': rng.randint(2, 32000, (batch, target_length)).astype(np.int32)})
-      self.step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
-    self.rng = jax.random.key(0)
     self.step = 0
 
   def __call__(self):
+    state = self.run.state
     with self.partitioning.activate():
-      self.trainable, self.opt_state, metrics = self.step_fn(
-          self.trainable, self.opt_state, self.frozen, self.batch, self.rng, self.step)
+      state.trainable, state.opt_state, metrics = self.run.train_step(
+          state.trainable, state.opt_state, state.frozen, self.batch, state.rng, self.step)
       metrics['loss'].block_until_ready()
     self.step += 1
 
@@ -82,8 +66,7 @@ def random_backbone(size: str, directory: str):
   """Random weights of a named size, saved as an HF checkpoint both sides load."""
   config = get_size(size).replace(dropout_rate=0.0)
   tokens = jnp.ones((1, 4), jnp.int32)
-  params = nn.unbox(build_model(config, 'model_tuning', 0).init(jax.random.key(0), tokens,
-                                                                tokens)['params'])
+  params = nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens)['params'])
   save_hf(directory, config, params)
   return load_hf(directory, dropout_rate=0.0)
 
@@ -153,14 +136,15 @@ def main():
         rows.append({'measure': f'{size}: t5prompt / PEFT (PyTorch) prompt tuning, '
                                 'examples per second', 'a': args.batch / ours_s,
                      'b': args.batch / peft_s, 'ratio': peft_s / ours_s})
-        prompt_bytes = prompt.trainable['prompt']['prompt'].nbytes
-        state_bytes = sum(x.nbytes for x in jax.tree.leaves(prompt.opt_state))
+        prompt_bytes = prompt.run.state.trainable['prompt']['prompt'].nbytes
+        state_bytes = sum(x.nbytes for x in jax.tree.leaves(prompt.run.state.opt_state))
         rows.append({'measure': f'{size}: optimizer-state bytes / prompt bytes',
                      'a': state_bytes, 'b': prompt_bytes, 'ratio': state_bytes / prompt_bytes})
         for name, trainer in (('prompt', prompt), ('model', model)):
           checkpoints = RunCheckpoints(f'{tmp}/ckpt_{name}')
-          checkpoints.save(1, {'trainable': trainer.trainable, 'opt_state': trainer.opt_state,
-                               'rng': jax.random.key_data(trainer.rng)}, {'step': 1})
+          state = trainer.run.state
+          checkpoints.save(1, {'trainable': state.trainable, 'opt_state': state.opt_state,
+                               'rng': jax.random.key_data(state.rng)}, {'step': 1})
           checkpoints.close()
           result[f'checkpoint_bytes_{name}_tuning'] = directory_bytes(
               Path(f'{tmp}/ckpt_{name}/checkpoints/1'))

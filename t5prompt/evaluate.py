@@ -1,16 +1,28 @@
-"""Evaluation on named eval sets: rank classification or decode-and-match, per task.
+"""Evaluation on named eval sets: rank classification or decode-and-match, per task; and
+`evaluate_run`, a finished run's best or latest checkpoint evaluated again.
 
 Evals are a dict of named sets (in-domain dev and domain-shift sets are just entries), each a
 (TaskSpec, TokenizedSplit); the result is {set name: metrics} with scores in percent.
 """
 
+import os
+from typing import Any
+
+import jax
 import numpy as np
 
 from t5prompt import metrics
+from t5prompt.backbone import load_model_backbone
+from t5prompt.build import Run, build
+from t5prompt.checkpoints import RunCheckpoints
 from t5prompt.data.pipeline import TokenizedSplit, eval_batches
 from t5prompt.data.spec import TaskSpec
 from t5prompt.models import decode
-from t5prompt.partitioning import to_host
+from t5prompt.partitioning import make_partitioning, to_host
+from t5prompt.prompts import methods
+from t5prompt.run_config import load_run_config
+from t5prompt.run_dir import RunDir, manifest
+from t5prompt.run_setup import load_eval_sets
 
 
 def label_targets(spec: TaskSpec, vocabulary, target_length: int) -> np.ndarray:
@@ -61,3 +73,40 @@ def evaluate(model, params, eval_sets: dict[str, tuple[TaskSpec, TokenizedSplit]
     predictions = predict(model, params, data, spec, vocabulary, batch_size, max_examples)
     results[name] = metrics.compute(spec.metric, predictions, data.records[:len(predictions)])
   return results
+
+
+def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
+                 splits: tuple[str, ...] = ()) -> dict[str, Any]:
+  """Re-evaluates a run's best or latest trainable params on its eval splits (or `splits`)."""
+  if which not in ('best', 'latest'):
+    raise ValueError(f'which must be "best" or "latest", got {which!r}.')
+  config = load_run_config(workdir)
+  method = methods.get(config.method)
+  if not method.trains:
+    raise ValueError(f'{workdir} is a {config.method} run: nothing was trained or checkpointed; '
+                     'its result.json holds the evaluation (rerun `t5prompt train` to redo it).')
+  backbone = load_model_backbone(config.model)
+  run_dir = RunDir(workdir)
+  run_dir.check_or_write_manifest(manifest(config, backbone, method.uses_prompt))  # or refuse
+  partitioning = make_partitioning(config.partitioning.mesh, config.partitioning.shard_embed)
+  with partitioning.activate():
+    run = build(config, backbone, partitioning)
+    checkpoints = RunCheckpoints(workdir, keep=config.train.keep_checkpoints)
+    try:
+      step, trainable = _restore(checkpoints, run, which, workdir)
+    finally:
+      checkpoints.close()
+    metrics = evaluate(*run.for_inference(trainable), load_eval_sets(config, splits),
+                       backbone.vocabulary, config.train.eval_batch_size)
+  return {'workdir': str(workdir), 'checkpoint': which, 'step': step, 'metrics': metrics}
+
+
+def _restore(checkpoints: RunCheckpoints, run: Run, which: str, workdir) -> tuple[int, dict]:
+  if which == 'best':
+    return checkpoints.restore_best(run.state.trainable)
+  step = checkpoints.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'{workdir} has no checkpoint yet.')
+  template = {'trainable': run.state.trainable, 'opt_state': run.state.opt_state,
+              'rng': jax.random.key_data(run.state.rng)}
+  return step, checkpoints.restore(step, template)[0]['trainable']

@@ -1,6 +1,7 @@
 """Optimizers and the freeze.
 
-One label function over param paths decides what trains. It drives both halves of the freeze:
+One label function over param paths decides what trains (each method's rules are in its record,
+`prompts.methods`). It drives both halves of the freeze:
   * `make_optimizer` wraps the base optimizer in `optax.multi_transform` with
     `{'train': base, 'freeze': set_to_zero()}`, so a frozen leaf gets no update and no state
     (never a bare `optax.masked`, which passes raw gradients through on unmasked leaves);
@@ -20,25 +21,7 @@ from flax import traverse_util
 Params = Mapping[str, Any]
 LabelRules = Sequence[tuple[str, str]]  # (regex over 'a/b/c' paths, 'train' | 'freeze')
 
-# What each method trains. The first matching regex wins; every leaf must match one.
-TRAINABLE_RULES: dict[str, LabelRules] = {
-    'prompt_tuning': ((r'^prompt/', 'train'), (r'.*', 'freeze')),
-    'p_tuning': ((r'^prompt/', 'train'), (r'.*', 'freeze')),
-    # The transferred prompt stays fixed; its projector into this model trains.
-    'cross_model_transfer': ((r'^prompt/source$', 'freeze'), (r'^prompt/', 'train'),
-                             (r'.*', 'freeze')),
-    'prefix_tuning': ((r'^prefix/', 'train'), (r'.*', 'freeze')),
-    'deep_prompt_tuning': ((r'^prefix/', 'train'), (r'.*', 'freeze')),
-    'model_tuning': ((r'.*', 'train'),),
-    'prompt_design': ((r'.*', 'freeze'),),  # nothing trains: a hand-written template
-}
 OPTIMIZERS = ('adafactor', 'adam', 'adamw')
-
-
-def label_rules(method: str) -> LabelRules:
-  if method not in TRAINABLE_RULES:
-    raise ValueError(f'Unknown method {method!r}; choose one of {", ".join(TRAINABLE_RULES)}.')
-  return TRAINABLE_RULES[method]
 
 
 def _label(path: str, rules: LabelRules) -> str:

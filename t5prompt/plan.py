@@ -13,16 +13,19 @@ import numpy as np
 from jax.sharding import AbstractMesh, AxisType
 
 from t5prompt import optim
+from t5prompt.backbone import abstract_backbone
+from t5prompt.build import build
 from t5prompt.models import T5Config, get_size
-from t5prompt.partitioning import (Partitioning, bytes_per_device, logical_axis_rules,
-                                   logical_param_specs, state_shardings)
-from t5prompt.prompts.methods import INPUT_PROMPT_METHODS, METHODS, build_model, for_inference
+from t5prompt.partitioning import Partitioning, bytes_per_device, logical_axis_rules
+from t5prompt.prompts import methods
+from t5prompt.run_config import default_config, set_field
 
 GiB = 1024 ** 3
-TRAINED_METHODS = tuple(method for method in METHODS if method != 'prompt_design')
+TRAINED_METHODS = tuple(name for name, method in methods.METHODS.items() if method.trains)
 SIZE_ALIASES = {name: f't5-lm-adapt-{name}' for name in ('small', 'base', 'large', 'xl', 'xxl')}
 METHOD_ALIASES = {'prompt': 'prompt_tuning', 'model': 'model_tuning', 'prefix': 'prefix_tuning',
                   'deep': 'deep_prompt_tuning', 'ptuning': 'p_tuning'}
+TABLE_METHODS = ('prompt_tuning', 'model_tuning')  # the paper's two, in `plan --table`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,17 +90,29 @@ def activation_bytes(config: T5Config, batch_per_device: int, input_length: int,
   return int(batch_per_device * (kept + logits))
 
 
+def run_config_for(method: str, prompt_length: int = 100, optimizer_config=None,
+                   **prompt_options):
+  """The run config a plan builds: the method with its defaults (and `prompt_options`, fields of
+  the config's `prompt` section, e.g. reparam_hidden, attention)."""
+  config = default_config(method)
+  config.prompt.length = prompt_length
+  for key, value in prompt_options.items():
+    set_field(config, f'prompt.{key}', value)
+  if optimizer_config is not None:
+    config.optimizer = optimizer_config
+  return config
+
+
 def plan(size: str, method: str, mesh: tuple[int, int], batch: int = 32,
          input_length: int = 512, target_length: int = 8, prompt_length: int = 100,
          shard_embed: bool = False, remat: str = 'none', dtype: str = 'bfloat16',
-         optimizer_config=None, **method_options) -> Plan:
-  """The memory plan; `optimizer_config` defaults to the run config's (Adafactor, paper);
-  `method_options` are `build_model`'s (e.g. reparam_hidden, attention)."""
+         optimizer_config=None, **prompt_options) -> Plan:
+  """The memory plan of the run the training builder would build (its shapes and shardings on
+  an abstract mesh); `optimizer_config` defaults to the method's (the paper's Adafactor)."""
   method = METHOD_ALIASES.get(method, method)
   if method not in TRAINED_METHODS:
     raise ValueError(f'plan covers the trained methods {TRAINED_METHODS}; got {method!r}.')
-  name, config = resolve_size(size)
-  config = config.replace(dtype=dtype, remat_policy=remat)
+  name, t5_config = resolve_size(size)
   data, model_axis = mesh
   if batch % data:
     raise ValueError(f'batch {batch} does not split over data={data}.')
@@ -105,36 +120,22 @@ def plan(size: str, method: str, mesh: tuple[int, int], batch: int = 32,
       AbstractMesh((data, model_axis), ('data', 'model'),
                    axis_types=(AxisType.Auto, AxisType.Auto)),
       logical_axis_rules(shard_embed))
-  model = build_model(config, method, prompt_length, **method_options)
-  rules = optim.label_rules(method)
-  specs = logical_param_specs(model)
-  tokens = jax.ShapeDtypeStruct((1, 8), np.int32)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)['params']
-  shapes = jax.tree.map(lambda boxed: boxed.value if hasattr(boxed, 'value') else boxed, shapes,
-                        is_leaf=lambda x: hasattr(x, 'value'))
-  shardings = partitioning.shardings(specs)
-  trainable, _ = optim.split_params(shapes, rules)
-  trainable_shardings, _ = optim.split_params(shardings, rules)
-  optimizer = optim.make_optimizer(optimizer_config or _default_optimizer(method), rules)
-  opt_shapes = jax.eval_shape(optimizer.init, trainable)
-  opt_shardings = state_shardings(opt_shapes, trainable_shardings, trainable, partitioning)
-  trainable_bytes = bytes_per_device(trainable, trainable_shardings)
+  config = run_config_for(method, prompt_length, optimizer_config, **prompt_options)
+  backbone = abstract_backbone(t5_config.replace(dtype=dtype, remat_policy=remat))
+  run = build(config, backbone, partitioning)
+  state, shardings = run.state, run.shardings
+  trainable_bytes = bytes_per_device(state.trainable, shardings.trainable)
+  encoder_length = input_length + (prompt_length if run.method.artefact == methods.PROMPT else 0)
   return Plan(
       size=name, method=method, mesh=(data, model_axis), shard_embed=shard_embed, remat=remat,
-      params=bytes_per_device(shapes, shardings), trainable=trainable_bytes,
-      optimizer_state=bytes_per_device(opt_shapes, opt_shardings), gradients=trainable_bytes,
-      activations=activation_bytes(config, batch // data, input_length
-                                   + (prompt_length if method in INPUT_PROMPT_METHODS else 0),
+      params=trainable_bytes + bytes_per_device(state.frozen, shardings.frozen),
+      trainable=trainable_bytes,
+      optimizer_state=bytes_per_device(state.opt_state, shardings.opt_state),
+      gradients=trainable_bytes,
+      activations=activation_bytes(backbone.config, batch // data, encoder_length,
                                    target_length, model_axis, remat),
-      num_trainable=optim.num_elements(trainable), num_params=optim.num_elements(shapes))
-
-
-def _default_optimizer(method: str):
-  from t5prompt.run_config import default_config  # pylint: disable=import-outside-toplevel
-  config = default_config().optimizer
-  if method == 'model_tuning':  # as configs/model_tuning.py
-    config.learning_rate, config.weight_decay, config.factored = 1e-3, 0.0, True
-  return config
+      num_trainable=optim.num_elements(state.trainable),
+      num_params=optim.num_elements(state.trainable) + optim.num_elements(state.frozen))
 
 
 def candidate_meshes(num_devices: int) -> list[tuple[int, int]]:
@@ -196,7 +197,7 @@ def markdown_table(num_devices: int, device_memory_bytes: float, **kwargs) -> st
   lines = ['| size | method | trainable params | mesh (data x model) | remat | embed over data '
            '| GiB per device |', '|---|---|---|---|---|---|---|']
   for alias in SIZE_ALIASES:
-    for method in ('prompt_tuning', 'model_tuning'):
+    for method in TABLE_METHODS:
       best = suggest(alias, method, num_devices, device_memory_bytes, **kwargs)
       if best is None:
         lines.append(f'| {alias} | {method} | | does not fit {num_devices} devices | | | |')
@@ -207,36 +208,55 @@ def markdown_table(num_devices: int, device_memory_bytes: float, **kwargs) -> st
   return '\n'.join(lines)
 
 
-def parameter_counts(size: str, prompt_length: int = 100, **method_options) -> list[dict]:
+def parameter_counts(size: str, prompt_length: int = 100, **prompt_options) -> list[dict]:
   """Per trained method: the params it trains and the params it stores after training (the
   reparameterisations folded away), beside the backbone's count. Shapes only, no compute."""
-  _, config = resolve_size(size)
-  tokens = jax.ShapeDtypeStruct((1, 8), np.int32)
+  _, t5_config = resolve_size(size)
+  backbone = abstract_backbone(t5_config)
+  num_backbone = optim.num_elements(backbone.params)
   rows = []
   for method in TRAINED_METHODS:
-    model = build_model(config, method, prompt_length, **method_options)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), tokens, tokens)['params']
-    shapes = jax.tree.map(lambda boxed: boxed.value if hasattr(boxed, 'value') else boxed,
-                          shapes, is_leaf=lambda x: hasattr(x, 'value'))
-    trainable, _ = optim.split_params(shapes, optim.label_rules(method))
-    subtree = next((name for name in ('prompt', 'prefix') if name in shapes), None)
-    if subtree:  # what the folded method keeps (a projector's fixed source prompt included)
-      folded = jax.eval_shape(lambda p, model=model: for_inference(model, p)[1], shapes)
-      stored = optim.num_elements(folded[subtree])
+    options = methods.PromptOptions.from_config(
+        run_config_for(method, prompt_length, **prompt_options).prompt)
+    model, _ = methods.get(method).make_model(t5_config, options, None)
+    own = jax.eval_shape(lambda rng, model=model: methods.module_params(model, rng),
+                         jax.random.key(0))
+    trainable, _ = optim.split_params({**backbone.params, **own},
+                                      methods.get(method).trainable_rules)
+    if own:  # what the folded method keeps: the produced prompt or the direct prefixes
+      folded = jax.eval_shape(lambda p, model=model: methods.for_inference(model, p)[1], own)
+      stored = optim.num_elements(folded)
     else:
       stored = optim.num_elements(trainable)
     rows.append({'method': method, 'trainable': optim.num_elements(trainable), 'stored': stored,
-                 'backbone': optim.num_elements(
-                     {k: v for k, v in shapes.items() if k not in ('prompt', 'prefix')})})
+                 'backbone': num_backbone})
   return rows
 
 
-def counts_table(size: str, prompt_length: int = 100, **method_options) -> str:
+def counts_table(size: str, prompt_length: int = 100, **prompt_options) -> str:
   name, _ = resolve_size(size)
   lines = [f'{name}, prompt length {prompt_length}',
            '| method | trainable params | stored after training | % of backbone |',
            '|---|---|---|---|']
-  for row in parameter_counts(size, prompt_length, **method_options):
+  for row in parameter_counts(size, prompt_length, **prompt_options):
     lines.append(f'| {row["method"]} | {row["trainable"]:,} | {row["stored"]:,} | '
                  f'{100 * row["trainable"] / row["backbone"]:.4f} |')
+  return '\n'.join(lines)
+
+
+def plan_text(size: str, method: str, mesh_text: str, device_memory: str, *,
+              shard_embed: bool = False, remat: str = 'none', reparam_hidden: int = 512,
+              **shape) -> str:
+  """`t5prompt plan`: the plan for a mesh, and a mesh that fits when it does not."""
+  memory, mesh = parse_memory(device_memory), parse_mesh(mesh_text)
+  result = plan(size, method, mesh, shard_embed=shard_embed, remat=remat,
+                reparam_hidden=reparam_hidden, **shape)
+  lines = [format_plan(result, memory)]
+  if not result.fits(memory):
+    better = suggest(size, method, mesh[0] * mesh[1], memory, reparam_hidden=reparam_hidden,
+                     **shape)
+    lines.append('  suggestion: ' + (
+        f'mesh {better.mesh[0]}x{better.mesh[1]}, remat={better.remat}'
+        f'{", --shard-embed" if better.shard_embed else ""} ({better.total / GiB:.2f} GiB)'
+        if better else 'no mesh of these devices fits; use more devices or a smaller batch'))
   return '\n'.join(lines)

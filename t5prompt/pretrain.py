@@ -8,22 +8,23 @@ RelationExtraction passages), none of which the demo evaluates on. Results are c
 """
 
 import functools
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from flax import linen as nn
 
-from t5prompt import optim
+from t5prompt import atomic
+from t5prompt.backbone import load_model_backbone
+from t5prompt.build import build
 from t5prompt.data.mrqa import TASKS as MRQA_TASKS
 from t5prompt.data.vocab import get_vocabulary
-from t5prompt.models import T5, get_size
+from t5prompt.models import get_size
 from t5prompt.models.convert import save_t5prompt
-from t5prompt.run_config import default_config
+from t5prompt.partitioning import make_partitioning
+from t5prompt.run_config import default_config as default_run_config
 
 EOS_ID = 1
 TEXT_SOURCES = ('drop', 'duorc', 'relation_extraction')
@@ -104,12 +105,34 @@ def make_batches(stream, objective, steps, batch_size, chunk_length, target_leng
            'targets': _pad([p[1] for p in pairs], target_length)}
 
 
-def pretrained_dirs(size: str, cache_dir: str | Path, **settings) -> dict[str, str]:
-  """Where `pretrain` saves (or has saved) its two stages: a pure function of the settings."""
-  key = hashlib.sha256(json.dumps({'size': size, **settings}, sort_keys=True).encode())
-  key = key.hexdigest()[:10]
-  return {'span_corruption': str(Path(cache_dir) / f'{size}-span-{key}'),
-          'lm_adapted': str(Path(cache_dir) / f'{size}-lm-{key}')}
+STAGES = ('span_corruption', 'lm_adapted')
+MANIFEST = 'backbone.json'
+
+
+def default_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.size = 'ladder-1'  # a named size, from random weights
+  config.span_steps = 300  # span corruption, then
+  config.lm_steps = 150  # prefix LM ("LM adaptation")
+  config.batch_size = 32
+  config.chunk_length = 64
+  config.target_length = 24
+  config.learning_rate = 0.01
+  config.seed = 0
+  return config
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  get_size(config.size)
+  for key in ('span_steps', 'lm_steps', 'batch_size', 'chunk_length', 'target_length'):
+    if config[key] <= 0:
+      raise ValueError(f'pre-training {key} must be positive, got {config[key]}.')
+  return config
+
+
+def finished(config: ml_collections.ConfigDict, workdir: str | Path) -> bool:
+  path = Path(workdir) / MANIFEST
+  return path.is_file() and json.loads(path.read_text()).get('config') == config.to_dict()
 
 
 @functools.cache
@@ -117,42 +140,51 @@ def _stream() -> np.ndarray:
   return token_stream(pretraining_text(), get_vocabulary())
 
 
-def pretrain(size: str, cache_dir: str | Path, span_steps: int = 300, lm_steps: int = 150,
-             batch_size: int = 32, chunk_length: int = 64, target_length: int = 24,
-             learning_rate: float = 0.01, seed: int = 0) -> dict[str, str]:
+def _run_config(config) -> ml_collections.ConfigDict:
+  """The train-run config the builder takes: model tuning of a random backbone."""
+  run_config = default_run_config('model_tuning')
+  run_config.model.size = config.size
+  run_config.model.init_seed = config.seed
+  run_config.model.dropout_rate = 0.0
+  run_config.optimizer.update(learning_rate=config.learning_rate, warmup_steps=20)
+  run_config.train.seed = config.seed
+  return run_config
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, str]:
   """Span corruption for `span_steps`, then prefix LM for `lm_steps`; saves both stages as
-  t5prompt checkpoints (the v1.1-like and the LM-adapted-like backbone). Returns their dirs."""
-  out = pretrained_dirs(size, cache_dir, span_steps=span_steps, lm_steps=lm_steps,
-                        batch_size=batch_size, chunk_length=chunk_length,
-                        target_length=target_length, learning_rate=learning_rate, seed=seed)
-  if all((Path(d) / 'params.safetensors').exists() for d in out.values()):
-    print(f'pre-trained {size}: cached in {Path(cache_dir)}', file=sys.stderr)
+  t5prompt checkpoints (the v1.1-like and the LM-adapted-like backbone) in
+  `workdir/<stage>`. Returns their dirs."""
+  workdir = Path(workdir)
+  out = {stage: str(workdir / stage) for stage in STAGES}
+  if finished(config, workdir):
+    print(f'pre-trained {config.size}: cached in {workdir}', file=sys.stderr)
     return out
-  config = get_size(size).replace(dropout_rate=0.0)
-  model = T5(config)
-  tokens = jnp.ones((1, 8), jnp.int32)
-  params = nn.unbox(jax.jit(model.init)(jax.random.key(seed), tokens, tokens)['params'])
-  optimizer_config = default_config().optimizer
-  optimizer_config.update(learning_rate=learning_rate, weight_decay=0.0, factored=True,
-                          warmup_steps=20)
-  rules = optim.label_rules('model_tuning')
-  optimizer = optim.make_optimizer(optimizer_config, rules)
-  opt_state = optimizer.init(params)
-  from t5prompt.train import make_train_step  # pylint: disable=import-outside-toplevel
-  step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
+  run_config = _run_config(config)
+  backbone = load_model_backbone(run_config.model)
+  partitioning = make_partitioning((1, 1), devices=jax.devices()[:1])
+  with partitioning.activate():
+    built = build(run_config, backbone, partitioning)
+  state = built.state
   stream = _stream()
   step = 0
-  for objective, steps in (('span_corruption', span_steps), ('lm_adapted', lm_steps)):
+  for objective, steps in (('span_corruption', config.span_steps),
+                           ('lm_adapted', config.lm_steps)):
     losses = []
     for batch in make_batches(stream, 'span_corruption' if objective == 'span_corruption'
-                              else 'prefix_lm', steps, batch_size, chunk_length, target_length,
-                              seed + step, get_vocabulary().vocab_size - 1):
-      params, opt_state, metrics = step_fn(params, opt_state, {}, batch, jax.random.key(seed),
-                                           step)
+                              else 'prefix_lm', steps, config.batch_size, config.chunk_length,
+                              config.target_length, config.seed + step,
+                              get_vocabulary().vocab_size - 1):
+      with partitioning.activate():
+        state.trainable, state.opt_state, metrics = built.train_step(
+            state.trainable, state.opt_state, state.frozen, batch, jax.random.key(config.seed),
+            step)
       losses.append(metrics['loss'])
       step += 1
     first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
-    print(f'pre-trained {size} ({objective}): {steps} steps, loss {first:.2f} -> {last:.2f}',
-          file=sys.stderr)
-    save_t5prompt(out[objective], config.replace(dropout_rate=0.1), params)
+    print(f'pre-trained {config.size} ({objective}): {steps} steps, loss {first:.2f} -> '
+          f'{last:.2f}', file=sys.stderr)
+    save_t5prompt(out[objective], backbone.config.replace(dropout_rate=0.1),
+                  jax.device_get(state.trainable))
+  atomic.write_json(workdir / MANIFEST, {'config': config.to_dict(), 'stages': out})
   return out

@@ -7,91 +7,121 @@ Config files (`configs/*.py`) define `get_config()` returning `default_config()`
 
 import ast
 import importlib.util
+import os
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 
-from t5prompt.prompts.initializers import INIT_NAMES
-from t5prompt.prompts.methods import METHODS
+from t5prompt.prompts import methods
 from t5prompt.prompts.prefix import ATTENTION_KINDS
 from t5prompt.prompts.prompt_encoder import ENCODER_KINDS
+from t5prompt.run_dir import RunDir
 
 DTYPES = ('float32', 'bfloat16')
 EVAL_MODES = ('', 'rank', 'decode')
 
 
-def default_config() -> ml_collections.ConfigDict:
+def default_config(method: str = 'prompt_tuning') -> ml_collections.ConfigDict:
+  """Every field with its default (the paper's prompt-tuning settings), for `method` with that
+  method's default optimizer settings (e.g. model tuning's, from its record)."""
   config = ml_collections.ConfigDict()
-  # prompt_tuning | model_tuning (every weight trains: the baseline) | prefix_tuning |
-  # deep_prompt_tuning (P-tuning v2) | p_tuning | prompt_design (a hand-written template, no
-  # training); see t5prompt/prompts/methods.py
-  config.method = 'prompt_tuning'
+  config.method = 'prompt_tuning'  # one of prompts.methods.METHODS
   config.series = ''  # this run's line in report tables and plots; '' = the method
-
-  config.model = ml_collections.ConfigDict()
-  config.model.size = 't5-lm-adapt-small'  # a named size; random weights unless `checkpoint`
-  config.model.checkpoint = ''  # HF dir / hub id / t5prompt dir; the frozen backbone
-  config.model.label = ''  # the size's name in reports; '' = model.size (or the checkpoint's)
-  config.model.init_seed = 0  # random backbones only
-  config.model.dtype = 'float32'  # compute dtype; params, prompt, optimizer state stay float32
-  config.model.dropout_rate = 0.1
-  config.model.scan_layers = True
-  config.model.remat_policy = 'none'
-
-  config.prompt = ml_collections.ConfigDict()
-  config.prompt.length = 100  # virtual tokens (prompt / P-tuning) or prefix positions
-  config.prompt.init = 'class_label'  # random_uniform | sampled_vocab | class_label | text | file
-  config.prompt.init_text = ''
-  config.prompt.init_file = ''
-  config.prompt.vocab_population = 5000
-  # Prefix methods: the attention kinds that get prefixes; deep prompts may set one length per
-  # layer (shorter layers are padded and masked).
-  config.prompt.attention = ATTENTION_KINDS
-  config.prompt.layer_lengths = ()  # () = prompt.length at every layer
-  config.prompt.reparam_hidden = 512  # prefix tuning's MLP / P-tuning's encoder hidden size
-  config.prompt.encoder = 'lstm'  # P-tuning's prompt encoder: lstm | mlp
-  config.prompt.shots = 0  # prompt_design: demonstrations from the task's few-shot split
-
-  config.task = ml_collections.ConfigDict()
-  config.task.name = 'superglue_rte'
-  config.task.train_split = 'train'
-  config.task.eval_splits = ('validation',)
-  config.task.input_length = 512
-  config.task.target_length = 0  # 0 = the task's own (8 for classification, 32 for QA)
-  config.task.extra_evals = ()  # domain-shift sets, 'task:split' (e.g. 'mrqa_drop:validation')
-  config.task.eval_mode = ''  # '' = the task's own (rank or decode)
-  # More training tasks mixed in (examples-proportional), e.g. a generic SPoT source prompt or
-  # multi-task model tuning; evaluation stays on task.name (and extra_evals).
-  config.task.mixture = ()
-
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'adafactor'  # adafactor | adam | adamw
-  config.optimizer.learning_rate = 0.3
-  config.optimizer.warmup_steps = 0
-  config.optimizer.decay_rate = 0.8  # Adafactor's beta2 decay
-  config.optimizer.factored = False  # Adafactor: factor the second moment of 2-D params
-  config.optimizer.weight_decay = 1e-5
-  config.optimizer.b1 = 0.9
-  config.optimizer.b2 = 0.999
-  config.optimizer.grad_clip_norm = 0.0  # 0 = off; over trainable params only
-
+  config.model = _model_config()
+  config.prompt = _prompt_config()
+  config.task = _task_config()
+  config.optimizer = _optimizer_config()
   config.partitioning = ml_collections.ConfigDict()
   config.partitioning.mesh = (-1, 1)  # (data, model); -1 = the remaining devices
   config.partitioning.shard_embed = False  # also shard weights' embed axis over data (XL/XXL)
+  config.train = _train_config()
+  return with_method(config, method)
 
-  config.train = ml_collections.ConfigDict()
-  config.train.steps = 30000
-  config.train.batch_size = 32
-  config.train.seed = 0  # data order, dropout and prompt init
-  config.train.eval_every = 1000
-  config.train.eval_at_start = False
-  config.train.eval_batch_size = 64
-  config.train.max_eval_examples = 0  # 0 = the whole eval split
-  config.train.early_stopping_patience = 0  # evals without improvement; 0 = never stop early
-  config.train.checkpoint_every = 1000
-  config.train.keep_checkpoints = 2
-  config.train.log_every = 50
+
+def with_method(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+  """`config` set to run `method`, with the method's default optimizer settings (an unknown
+  method is left for `validate` to report with the others)."""
+  config.method = method
+  if method in methods.METHODS:
+    for key, value in methods.get(method).optimizer:
+      config.optimizer[key] = value
   return config
+
+
+def _model_config() -> ml_collections.ConfigDict:
+  model = ml_collections.ConfigDict()
+  model.size = 't5-lm-adapt-small'  # a named size; random weights unless `checkpoint`
+  model.checkpoint = ''  # HF dir / hub id / t5prompt dir; the frozen backbone
+  model.label = ''  # the size's name in reports; '' = model.size (or the checkpoint's)
+  model.init_seed = 0  # random backbones only
+  model.dtype = 'float32'  # compute dtype; params, prompt, optimizer state stay float32
+  model.dropout_rate = 0.1
+  model.scan_layers = True
+  model.remat_policy = 'none'
+  return model
+
+
+def _prompt_config() -> ml_collections.ConfigDict:
+  prompt = ml_collections.ConfigDict()
+  prompt.length = 100  # virtual tokens (prompt / P-tuning) or prefix positions
+  prompt.init = 'class_label'  # random_uniform | sampled_vocab | class_label | text | file
+  prompt.init_text = ''
+  prompt.init_file = ''
+  prompt.vocab_population = 5000
+  # Prefix methods: the attention kinds that get prefixes; deep prompts may set one length per
+  # layer (shorter layers are padded and masked).
+  prompt.attention = ATTENTION_KINDS
+  prompt.layer_lengths = ()  # () = prompt.length at every layer
+  prompt.reparam_hidden = 512  # prefix tuning's MLP / P-tuning's encoder hidden size
+  prompt.encoder = 'lstm'  # P-tuning's prompt encoder: lstm | mlp
+  prompt.shots = 0  # prompt_design: demonstrations from the task's few-shot split
+  return prompt
+
+
+def _task_config() -> ml_collections.ConfigDict:
+  task = ml_collections.ConfigDict()
+  task.name = 'superglue_rte'
+  task.train_split = 'train'
+  task.eval_splits = ('validation',)
+  task.input_length = 512
+  task.target_length = 0  # 0 = the task's own (8 for classification, 32 for QA)
+  task.extra_evals = ()  # domain-shift sets, 'task:split' (e.g. 'mrqa_drop:validation')
+  task.eval_mode = ''  # '' = the task's own (rank or decode)
+  # More training tasks mixed in (examples-proportional), e.g. a generic SPoT source prompt or
+  # multi-task model tuning; evaluation stays on task.name (and extra_evals).
+  task.mixture = ()
+  return task
+
+
+def _optimizer_config() -> ml_collections.ConfigDict:
+  optimizer = ml_collections.ConfigDict()
+  optimizer.name = 'adafactor'  # adafactor | adam | adamw
+  optimizer.learning_rate = 0.3
+  optimizer.warmup_steps = 0
+  optimizer.decay_rate = 0.8  # Adafactor's beta2 decay
+  optimizer.factored = False  # Adafactor: factor the second moment of 2-D params
+  optimizer.weight_decay = 1e-5
+  optimizer.b1 = 0.9
+  optimizer.b2 = 0.999
+  optimizer.grad_clip_norm = 0.0  # 0 = off; over trainable params only
+  return optimizer
+
+
+def _train_config() -> ml_collections.ConfigDict:
+  train = ml_collections.ConfigDict()
+  train.steps = 30000
+  train.batch_size = 32
+  train.seed = 0  # data order, dropout and prompt init
+  train.eval_every = 1000
+  train.eval_at_start = False
+  train.eval_batch_size = 64
+  train.max_eval_examples = 0  # 0 = the whole eval split
+  train.early_stopping_patience = 0  # evals without improvement; 0 = never stop early
+  train.checkpoint_every = 1000
+  train.keep_checkpoints = 2
+  train.log_every = 50
+  return train
 
 
 def _load_module(path: Path):
@@ -137,6 +167,28 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
   if '=' not in override:
     raise ValueError(f'Override {override!r} must look like --config.train.steps=100.')
   key, text = override.split('=', 1)
+  node, leaf = _field(config, key)
+  value = text if isinstance(node[leaf], str) else _parse_value(text)  # a string as it is
+  set_field(config, key, value, shown=repr(text))
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value: Any, shown: str = '') -> None:
+  """Sets the field `key` ('train.steps') to a Python value, type-checked: an int where a float
+  goes is widened, a list or a single string where a tuple goes becomes a tuple."""
+  node, leaf = _field(config, key)
+  current = node[leaf]
+  if isinstance(current, tuple) and isinstance(value, (str, list)):
+    value = tuple([value] if isinstance(value, str) else value)
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if type(value) is not type(current):
+    raise ValueError(f'Config key {key!r} takes a {type(current).__name__} value '
+                     f'(now {current!r}); got {shown or repr(value)}.')
+  node[leaf] = value
+
+
+def _field(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+  """(the ConfigDict holding `key`, the leaf name); an unknown key lists the valid ones."""
   *parents, leaf = key.split('.')
   node = config
   for part in parents:
@@ -144,17 +196,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
     raise ValueError(f'Unknown config key {key!r}. Valid keys: '
                      f'{", ".join(_valid_keys(default_config()))}.')
-  value, current = _parse_value(text), node[leaf]
-  if isinstance(current, tuple) and isinstance(value, (str, list)):
-    value = tuple([value] if isinstance(value, str) else value)
-  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-    value = float(value)
-  if isinstance(current, str) and not isinstance(value, str):
-    value = text
-  if type(value) is not type(current):
-    raise ValueError(f'Config key {key!r} takes a {type(current).__name__} value '
-                     f'(now {current!r}); got {text!r}.')
-  node[leaf] = value
+  return node, leaf
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -166,13 +208,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not condition:
       problems.append(message)
 
-  need(config.method in METHODS, f'method must be one of {METHODS}, got {config.method!r}')
+  need(config.method in methods.METHODS,
+       f'method must be one of {tuple(methods.METHODS)}, got {config.method!r}')
   need(config.model.dtype in DTYPES, f'model.dtype must be one of {DTYPES}')
   need(0.0 <= config.model.dropout_rate < 1.0, 'model.dropout_rate must be in [0, 1)')
   need(config.prompt.length > 0,
        f'prompt.length must be positive, got {config.prompt.length}')
-  need(config.prompt.init in INIT_NAMES,
-       f'prompt.init must be one of {INIT_NAMES}, got {config.prompt.init!r}')
+  need(config.prompt.init in methods.PROMPT_INITS,
+       f'prompt.init must be one of {methods.PROMPT_INITS}, got {config.prompt.init!r}')
   need(config.task.input_length > 0, 'task.input_length must be positive')
   need(config.task.target_length >= 0, 'task.target_length must be >= 0 (0: the task\'s own)')
   need(config.task.eval_mode in EVAL_MODES, f'task.eval_mode must be one of {EVAL_MODES}')
@@ -195,18 +238,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
        f'prompt.attention must name some of {ATTENTION_KINDS}, got {attention}')
   lengths = tuple(config.prompt.layer_lengths)
   if lengths:
-    need(config.method == 'deep_prompt_tuning',
-         'prompt.layer_lengths is for method=deep_prompt_tuning (per-layer prompts)')
     need(all(n >= 0 for n in lengths) and max(lengths) > 0,
          f'prompt.layer_lengths must be >= 0 with one > 0, got {lengths}')
   need(config.prompt.reparam_hidden > 0, 'prompt.reparam_hidden must be positive')
   need(config.prompt.encoder in ENCODER_KINDS,
        f'prompt.encoder must be one of {ENCODER_KINDS}, got {config.prompt.encoder!r}')
   need(config.prompt.shots >= 0, 'prompt.shots must be >= 0')
-  if config.method == 'cross_model_transfer':
-    need(config.prompt.init == 'file' and bool(config.prompt.init_file),
-         'method=cross_model_transfer projects a saved prompt: set prompt.init="file" and '
-         'prompt.init_file to its prompt.npy (e.g. from a smaller model\'s run)')
+  if config.method in methods.METHODS:
+    problems += methods.get(config.method).check(config)
   if problems:
     raise ValueError('Invalid config:\n  ' + '\n  '.join(problems))
   _check_task(config)
@@ -215,12 +254,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def _check_task(config) -> None:
-  """The task names exist (nearest names suggested) before any compute."""
+  """The task names exist (nearest names suggested) before any compute, as the method reads
+  them (prompt design: a hand-written template exists)."""
   from t5prompt.data.tasks import get_task_spec  # pylint: disable=import-outside-toplevel
-  from t5prompt.data.templates import template_task  # pylint: disable=import-outside-toplevel
   get_task_spec(config.task.name)
-  if config.method == 'prompt_design':
-    template_task(config.task.name)
+  get_task_spec(methods.get(config.method).eval_task(config.task.name))
   for entry in config.task.extra_evals:
     get_task_spec(entry.partition(':')[0])
   for name in config.task.mixture:
@@ -232,4 +270,19 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.C
   _check_keys(config, default_config())
   for override in overrides:
     apply_override(config, override)
+  return validate(config)
+
+
+def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The config a run directory ran with (its config.json), validated; fields added since the
+  run started keep their defaults."""
+  record = RunDir(workdir).config_record()
+  config = default_config()
+  for section, values in record.items():
+    if isinstance(values, dict):
+      for key, value in values.items():
+        default = config[section][key]
+        config[section][key] = tuple(value) if isinstance(default, tuple) else value
+    else:
+      config[section] = values
   return validate(config)

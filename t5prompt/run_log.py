@@ -3,20 +3,19 @@ and the same scalars as TensorBoard events under `tensorboard/`."""
 
 import json
 import math
-import os
-from pathlib import Path
 
 from t5prompt.data.tf_setup import tensorflow
+from t5prompt.run_dir import RunDir
 
 
 class RunLog:
 
-  def __init__(self, workdir: str | os.PathLike, resume_step: int = 0, enabled: bool = True):
+  def __init__(self, run_dir: RunDir, resume_step: int = 0, enabled: bool = True):
     self.enabled = enabled  # False on all hosts but one
-    self.path = Path(workdir) / 'metrics.jsonl'
+    self.path = run_dir.metrics
     if enabled and self.path.exists():
       self._drop_after(resume_step)
-    self._tensorboard_dir = str(Path(workdir) / 'tensorboard')
+    self._tensorboard_dir = str(run_dir.tensorboard)
     self._writer = None
 
   def _drop_after(self, step: int) -> None:

@@ -1,38 +1,76 @@
-"""Sweeps: expand a sweep config into runs, validate them all, skip finished ones, run the rest
-(one after another, N at a time, or through a launcher), and record failures without stopping.
+"""Sweeps: named stages of runs, every run validated before any runs, finished runs skipped, the
+rest run here (one after another, or N at a time) or through a launcher, failures recorded
+without stopping the sweep.
 
-A sweep config (`configs/sweeps/*.py`) defines `get_sweep()` returning a `Sweep`: a base run
-config file and a list of runs, each a dict of config overrides (build it with `product`).
-Each run gets `<workdir>/<run name>/`; a run is finished when its `result.json` holds the config
-it would run now.
+A sweep config (`configs/sweeps/*.py`) defines `get_sweep(workdir)` returning a `Sweep`: stages
+in order, each a list of `(run name, ConfigDict)` (build them with `runs` and `product`). A later
+stage may read an earlier stage's outputs (SPoT targets start from the source prompts; tuning
+runs from the pre-trained backbones), so a stage runs only after the one before it. A run's
+directory is `<stage root or the sweep's workdir>/<run name>`; it is finished when it holds the
+result of exactly its config.
 """
 
 import dataclasses
 import importlib.util
 import itertools
-import json
 import shlex
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from t5prompt import atomic
-from t5prompt.run_config import load_config
+import ml_collections
+
+from t5prompt.run_config import load_config, set_field, validate, with_method
+from t5prompt.run_dir import FAILED, RunDir
 
 LAUNCHERS = ('local', 'print', 'slurm', 'tpu')
-FAILED = 'failed.json'
+RunConfigs = list[tuple[str, ml_collections.ConfigDict]]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stage:
+  name: str
+  runs: RunConfigs
+  # Where its run directories go; None: the sweep's workdir. A fixed root (e.g. the cache of
+  # pre-trained backbones) lets several sweeps share a stage's runs.
+  root: str | Path | None = None
+  # Its runs are pre-training configs (`t5prompt pretrain`) rather than train runs.
+  pretrain: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Sweep:
   name: str
-  base_config: str  # a run config file, relative to the repository root or absolute
-  runs: list[dict[str, Any]]  # config overrides per run
-  # Called once, after validation and before the runs (the demo pre-trains its backbones).
-  prepare: Callable[[], None] | None = None
+  stages: Sequence[Stage]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  stage: Stage
+  name: str
+  config: ml_collections.ConfigDict
+  workdir: Path
+
+  @property
+  def key(self) -> str:
+    """How `--run` names it: stage/name."""
+    return f'{self.stage.name}/{self.name}'
+
+  def finished(self) -> bool:
+    if self.stage.pretrain:
+      from t5prompt import pretrain  # pylint: disable=import-outside-toplevel
+      return pretrain.finished(self.config, self.workdir)
+    return RunDir(self.workdir).finished(self.config)
+
+  def execute(self) -> None:
+    if self.stage.pretrain:
+      from t5prompt import pretrain  # pylint: disable=import-outside-toplevel
+      pretrain.run(self.config, self.workdir)
+    else:
+      from t5prompt import train  # pylint: disable=import-outside-toplevel
+      train.train(self.config, self.workdir)
 
 
 def product(*axes: Sequence[dict[str, Any]] | dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -49,20 +87,23 @@ def product(*axes: Sequence[dict[str, Any]] | dict[str, Sequence[Any]]) -> list[
           for combo in itertools.product(*expanded)]
 
 
-def load_sweep(path: str | Path) -> Sweep:
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'No sweep config at {path}; sweeps live in configs/sweeps/*.py.')
-  spec = importlib.util.spec_from_file_location(f'_t5prompt_sweep_{path.stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, str(path.resolve().parent))  # sweeps import their shared `common.py`
-  try:
-    spec.loader.exec_module(module)
-  finally:
-    sys.path.remove(str(path.resolve().parent))
-  if not hasattr(module, 'get_sweep'):
-    raise ValueError(f'{path} must define get_sweep() returning a t5prompt.sweep.Sweep.')
-  return module.get_sweep()
+def configure(base: Callable[[], ml_collections.ConfigDict],
+              overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """`base()` with `overrides` ({'train.steps': 100, ...}) set, type-checked. A 'method'
+  override comes first and brings the method's default optimizer settings (its record's)."""
+  config = base()
+  overrides = dict(overrides)
+  if 'method' in overrides:
+    with_method(config, overrides.pop('method'))
+  for key, value in overrides.items():
+    set_field(config, key, value)
+  return config
+
+
+def runs(base: Callable[[], ml_collections.ConfigDict],
+         overrides: list[dict[str, Any]]) -> RunConfigs:
+  """(name, config) per override dict, named by the fewest keys that tell the runs apart."""
+  return [(name, configure(base, o)) for o, name in zip(overrides, _short_names(overrides))]
 
 
 def run_name(overrides: dict[str, Any]) -> str:
@@ -79,88 +120,68 @@ def run_name(overrides: dict[str, Any]) -> str:
   return ''.join(ch if ch.isalnum() or ch in '=,._-' else '_' for ch in name)
 
 
-def _short_names(runs: list[dict[str, Any]]) -> list[str]:
+def _short_names(overrides: list[dict[str, Any]]) -> list[str]:
   """Names from the fewest keys that tell the runs apart: a key enters only if it separates
   runs the keys before it did not (so a method's optimizer settings ride along unnamed)."""
-  keys = list(dict.fromkeys(key for overrides in runs for key in overrides))
+  keys = list(dict.fromkeys(key for o in overrides for key in o))
   if 'model.label' in keys:  # the label names the backbone more briefly than its path
     keys.remove('model.label')
     keys.insert(0, 'model.label')
   chosen, groups = [], len({()})
   for key in keys:
-    trial = {tuple(repr(o.get(k)) for k in chosen + [key]) for o in runs}
+    trial = {tuple(repr(o.get(k)) for k in chosen + [key]) for o in overrides}
     if len(trial) > groups:
       chosen.append(key)
       groups = len(trial)
-  return [run_name({key: o[key] for key in chosen if key in o}) for o in runs]
+  return [run_name({key: o[key] for key in chosen if key in o}) for o in overrides]
 
 
-def _override_args(overrides: dict[str, Any]) -> list[str]:
-  return [f'--config.{key}={value!r}' if not isinstance(value, str) else
-          f'--config.{key}={value}' for key, value in overrides.items()]
-
-
-def _resolve(path: str) -> Path:
-  candidate = Path(path)
-  if candidate.is_absolute() or candidate.exists():
-    return candidate
-  return Path(__file__).resolve().parents[1] / path
-
-
-def config_for(base_config: str, overrides: dict[str, Any]):
-  """The validated run config of a base config file with a sweep's override dict (sweeps whose
-  `prepare` trains runs of its own, e.g. transfer sources, use it too)."""
-  return load_config(_resolve(base_config), _override_args(overrides))
-
-
-@dataclasses.dataclass
-class Run:
-  name: str
-  overrides: dict[str, Any]
-  workdir: Path
-  config: Any = None  # the validated run config
-
-  def finished(self) -> bool:
-    result = self.workdir / 'result.json'
-    if not result.exists():
-      return False
-    try:
-      return json.loads(result.read_text()).get('config') == json.loads(self.config.to_json())
-    except json.JSONDecodeError:
-      return False
+def load_sweep(path: str | Path, workdir: str | Path) -> Sweep:
+  """The sweep the config at `path` defines for `workdir` (a later stage may name an earlier
+  stage's outputs there)."""
+  path = Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f'No sweep config at {path}; sweeps live in configs/sweeps/*.py.')
+  spec = importlib.util.spec_from_file_location(f'_t5prompt_sweep_{path.stem}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise ValueError(f'{path} must define get_sweep(workdir) returning a t5prompt.sweep.Sweep.')
+  return module.get_sweep(Path(workdir))
 
 
 def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
-  """Every run, its config validated; all invalid runs are reported together, before any runs."""
-  base = _resolve(sweep.base_config)
-  runs, problems, names = [], [], set()
-  for overrides, name in zip(sweep.runs, _short_names(sweep.runs)):
-    if name in names:
-      problems.append(f'two runs are both named {name!r}; make their overrides differ')
-    names.add(name)
-    try:
-      config = config_for(str(base), overrides)
-      _check_size(config)
-    except (ValueError, FileNotFoundError) as error:
-      problems.append(f'{name}: {" ".join(str(error).split())[:300]}')
-      continue
-    runs.append(Run(name, overrides, Path(workdir) / name, config))
+  """Every run of every stage, validated; all invalid runs are reported together, before any
+  run starts."""
+  expanded, problems, keys = [], [], set()
+  for stage in sweep.stages:
+    root = Path(stage.root) if stage.root is not None else Path(workdir)
+    for name, config in stage.runs:
+      key = f'{stage.name}/{name}'
+      if key in keys:
+        problems.append(f'two runs are both named {key!r}; make their overrides differ')
+      keys.add(key)
+      try:
+        config = _validated(stage, config)
+      except (ValueError, FileNotFoundError) as error:
+        problems.append(f'{key}: {" ".join(str(error).split())[:300]}')
+        continue
+      expanded.append(Run(stage, name, config, root / name))
   if problems:
     raise ValueError(f'Sweep {sweep.name!r} has {len(problems)} invalid run(s); nothing ran:\n  '
                      + '\n  '.join(problems))
-  return runs
+  return expanded
 
 
-def _check_size(config) -> None:
+def _validated(stage: Stage, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  if stage.pretrain:
+    from t5prompt import pretrain  # pylint: disable=import-outside-toplevel
+    return pretrain.validate(config)
+  config = validate(config)
   if not config.model.checkpoint:
     from t5prompt.models import get_size  # pylint: disable=import-outside-toplevel
     get_size(config.model.size)
-
-
-def _record_failure(run: Run, error: BaseException) -> None:
-  atomic.write_json(run.workdir / FAILED, {
-      'error': f'{type(error).__name__}: {error}', 'traceback': traceback.format_exc(),
-      'time': time.strftime('%Y-%m-%d %H:%M:%S')})
+  return config
 
 
 def _status(done: int, failed: int, total: int, current: str = '') -> str:
@@ -169,46 +190,49 @@ def _status(done: int, failed: int, total: int, current: str = '') -> str:
       f' | now: {current}' if current else '')
 
 
-def run_local(runs: list[Run], parallel: int = 1, base_config: Path | None = None) -> dict:
-  """Runs every unfinished run; a failure is written to its `failed.json`, the sweep goes on."""
-  from t5prompt import train as trainer  # pylint: disable=import-outside-toplevel
-  pending = [run for run in runs if not run.finished()]
-  done, failed = len(runs) - len(pending), 0
-  print(_status(done, failed, len(runs)) + f' ({done} already finished, skipped)',
+def run_local(expanded: list[Run], sweep_command: list[str], parallel: int = 1) -> dict:
+  """Runs every unfinished run, stage by stage; a failure is written to the run's
+  `failed.json` and the sweep goes on."""
+  from t5prompt.train import Preempted  # pylint: disable=import-outside-toplevel
+  pending = [run for run in expanded if not run.finished()]
+  done, failed = len(expanded) - len(pending), 0
+  print(_status(done, failed, len(expanded)) + f' ({done} already finished, skipped)',
         file=sys.stderr)
-  if parallel > 1:
-    return _run_parallel(pending, parallel, base_config, done, len(runs))
-  for run in pending:
-    print(_status(done, failed, len(runs), run.name), file=sys.stderr)
-    (run.workdir / FAILED).unlink(missing_ok=True)
-    try:
-      trainer.train(run.config, run.workdir)
-      done += 1
-    except trainer.Preempted:
-      raise
-    except Exception as error:  # pylint: disable=broad-except  (recorded; the sweep goes on)
-      failed += 1
-      _record_failure(run, error)
-      print(f'[sweep] {run.name} FAILED: {type(error).__name__}: {str(error)[:300]} '
-            f'(see {run.workdir / FAILED})', file=sys.stderr)
-  print(_status(done, failed, len(runs)), file=sys.stderr)
-  return {'done': done, 'failed': failed, 'total': len(runs)}
+  for stage in dict.fromkeys(run.stage.name for run in pending):
+    stage_runs = [run for run in pending if run.stage.name == stage]
+    if parallel > 1:
+      stage_done, stage_failed = _run_parallel(stage_runs, sweep_command, parallel)
+      done, failed = done + stage_done, failed + stage_failed
+      print(_status(done, failed, len(expanded)), file=sys.stderr)
+      continue
+    for run in stage_runs:
+      print(_status(done, failed, len(expanded), run.key), file=sys.stderr)
+      RunDir(run.workdir).clear_failure()
+      try:
+        run.execute()
+        done += 1
+      except Preempted:
+        raise
+      except Exception as error:  # pylint: disable=broad-except  (recorded; the sweep goes on)
+        failed += 1
+        RunDir(run.workdir).record_failure(error)
+        print(f'[sweep] {run.key} FAILED: {type(error).__name__}: {str(error)[:300]} '
+              f'(see {run.workdir / FAILED})', file=sys.stderr)
+  print(_status(done, failed, len(expanded)), file=sys.stderr)
+  return {'done': done, 'failed': failed, 'total': len(expanded)}
 
 
-def command_for(run: Run, base_config: Path) -> list[str]:
-  return ['t5prompt', 'train', '--config', str(base_config), '--workdir', str(run.workdir),
-          *_override_args(run.overrides)]
-
-
-def _run_parallel(pending, parallel, base_config, done, total) -> dict:
-  """N runs at a time, each its own process (`t5prompt train`)."""
-  failed, queue, active = 0, list(pending), []
+def _run_parallel(stage_runs: list[Run], sweep_command: list[str],
+                  parallel: int) -> tuple[int, int]:
+  """N runs at a time, each its own `t5prompt sweep ... --run <key>` process."""
+  done = failed = 0
+  queue, active = list(stage_runs), []
   while queue or active:
     while queue and len(active) < parallel:
       run = queue.pop(0)
       run.workdir.mkdir(parents=True, exist_ok=True)
       log = open(run.workdir / 'train.log', 'w', encoding='utf-8')  # pylint: disable=consider-using-with
-      command = [sys.executable, '-m', 't5prompt.cli'] + command_for(run, base_config)[1:]
+      command = [sys.executable, '-m', 't5prompt.cli'] + sweep_command[1:] + ['--run', run.key]
       active.append((run, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
     time.sleep(1)
     for item in list(active):
@@ -221,47 +245,78 @@ def _run_parallel(pending, parallel, base_config, done, total) -> dict:
         done += 1
       else:
         failed += 1
-        atomic.write_json(run.workdir / FAILED, {'error': f'exit code {process.returncode}',
-                                                 'log': str(run.workdir / 'train.log')})
-      print(_status(done, failed, total), file=sys.stderr)
-  return {'done': done, 'failed': failed, 'total': total}
+        RunDir(run.workdir).record_failure(f'exit code {process.returncode}',
+                                           log=str(run.workdir / 'train.log'))
+  return done, failed
 
 
-def launch_commands(runs: list[Run], base_config: Path, launcher: str, workdir: Path) -> str:
-  """The unfinished runs as commands: printed, a SLURM array script, or TPU VM launches."""
-  pending = [run for run in runs if not run.finished()]
-  commands = [shlex.join(command_for(run, base_config)) for run in pending]
+def launch_commands(expanded: list[Run], sweep_command: list[str], launcher: str,
+                    workdir: Path) -> str:
+  """The unfinished runs as commands (each `t5prompt sweep ... --run <key>`), stage by stage:
+  printed, SLURM array jobs (each stage after the one before), or TPU VM launches."""
+  pending = [run for run in expanded if not run.finished()]
+  per_stage = {}
+  for run in pending:
+    per_stage.setdefault(run.stage.name, []).append(
+        shlex.join(sweep_command + ['--run', run.key]))
   if launcher == 'print':
-    return '\n'.join(commands)
+    return '\n'.join(command for commands in per_stage.values() for command in commands)
   if launcher == 'slurm':
-    workdir.mkdir(parents=True, exist_ok=True)
-    listing = workdir / 'sweep_commands.txt'
+    return _slurm_scripts(per_stage, workdir)
+  if launcher == 'tpu':
+    return '\n'.join(f'launch/tpu_vm.sh $TPU_NAME $ZONE {command}'
+                     for commands in per_stage.values() for command in commands)
+  raise ValueError(f'Unknown launcher {launcher!r}; choose one of {", ".join(LAUNCHERS)}.')
+
+
+def _slurm_scripts(per_stage: dict[str, list[str]], workdir: Path) -> str:
+  """One array job per stage; the submission chains them (a stage starts after the last)."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  submit, previous = [], ''
+  for index, (stage, commands) in enumerate(per_stage.items()):
+    listing = workdir / f'sweep_{index}_{stage}_commands.txt'
     listing.write_text('\n'.join(commands) + '\n')
-    script = workdir / 'sweep_slurm.sbatch'
+    script = workdir / f'sweep_{index}_{stage}.sbatch'
     script.write_text(
         '#!/usr/bin/env bash\n'
         f'#SBATCH --array=1-{len(commands)}\n#SBATCH --gpus-per-node=8\n'
         f'#SBATCH --output={workdir}/slurm-%A_%a.out\nset -euo pipefail\n'
         f'command=$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {listing})\n'
         'eval "srun .venv/bin/${command} --distributed"\n')
-    return f'sbatch {script}   # {len(commands)} runs, one array task each'
-  if launcher == 'tpu':
-    return '\n'.join(f'launch/tpu_vm.sh $TPU_NAME $ZONE {base_config} {run.workdir} '
-                     + ' '.join(shlex.quote(a) for a in _override_args(run.overrides))
-                     for run in pending)
-  raise ValueError(f'Unknown launcher {launcher!r}; choose one of {", ".join(LAUNCHERS)}.')
+    dependency = f'--dependency=afterany:${previous} ' if previous else ''
+    submit.append(f'stage{index}=$(sbatch --parsable {dependency}{script})   '
+                  f'# {stage}: {len(commands)} runs')
+    previous = f'stage{index}'
+  return '\n'.join(submit)
 
 
 def run_sweep(path: str | Path, workdir: str | Path, launcher: str = 'local',
-              parallel: int = 1) -> dict:
-  sweep = load_sweep(path)
+              parallel: int = 1, only: str = '') -> dict:
+  """Runs (or launches) the sweep at `path` into `workdir`; `only` runs the one run of that
+  key (stage/name), as remote launchers and parallel workers do."""
   workdir = Path(workdir)
-  runs = expand(sweep, workdir)  # every run validated before anything runs
-  if sweep.prepare and launcher == 'local':
-    sweep.prepare()
-  base = _resolve(sweep.base_config)
-  print(f'[sweep] {sweep.name}: {len(runs)} runs in {workdir}', file=sys.stderr)
+  sweep = load_sweep(path, workdir)
+  expanded = expand(sweep, workdir)  # every run validated before anything runs
+  sweep_command = ['t5prompt', 'sweep', '--config', str(path), '--workdir', str(workdir)]
+  if only:
+    selected = [run for run in expanded if run.key == only]
+    if not selected:
+      raise ValueError(f'No run {only!r} in {sweep.name}; runs are named stage/name, e.g. '
+                       f'{expanded[0].key if expanded else "(none)"}.')
+    selected[0].execute()
+    return {'done': 1, 'failed': 0, 'total': 1}
+  print(f'[sweep] {sweep.name}: {len(expanded)} runs in {len(sweep.stages)} stage(s), '
+        f'{workdir}', file=sys.stderr)
   if launcher != 'local':
-    print(launch_commands(runs, base, launcher, workdir))
-    return {'total': len(runs)}
-  return run_local(runs, parallel, base)
+    print(launch_commands(expanded, sweep_command, launcher, workdir))
+    return {'total': len(expanded)}
+  return run_local(expanded, sweep_command, parallel)
+
+
+def from_file(path: str | Path) -> Callable[[], ml_collections.ConfigDict]:
+  """A base for `runs`: the config file at `path` (relative to the repository root, or
+  absolute)."""
+  path = Path(path)
+  if not path.is_absolute():
+    path = Path(__file__).resolve().parents[1] / path
+  return lambda: load_config(path)

@@ -14,11 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from t5prompt import atomic, cli
+from t5prompt import atomic, build, cli
 from t5prompt import train as trainer
-from t5prompt.checkpoints import workdir_lock
 from t5prompt.data import pipeline
 from t5prompt.run_config import load_config
+from t5prompt.run_dir import RunDir
 
 from conftest import REPO
 
@@ -98,7 +98,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch):
   """A poisoned batch (token 13 in the targets at step 14) makes the loss NaN."""
   poison, poisoned_step = 13, 14
-  real_batch, real_loss = pipeline.train_batch, trainer.cross_entropy
+  real_batch, real_loss = pipeline.train_batch, build.cross_entropy
 
   def train_batch(data, batch_size, seed, step, *args):
     batch = real_batch(data, batch_size, seed, step, *args)
@@ -110,7 +110,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     return jnp.where(jnp.any(targets == poison), jnp.nan, real_loss(logits, targets))
 
   monkeypatch.setattr(pipeline, 'train_batch', train_batch)
-  monkeypatch.setattr(trainer, 'cross_entropy', cross_entropy)
+  monkeypatch.setattr(build, 'cross_entropy', cross_entropy)
   with pytest.raises(trainer.NonFiniteLossError,
                      match=r'became NaN/Inf between steps 14 and 15; stopped without saving. The '
                            r'last good checkpoint \(step 10\) is intact'):
@@ -123,7 +123,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 
 def test_a_second_process_on_the_same_workdir_is_refused(tmp_path, capsys):
-  with workdir_lock(tmp_path):
+  with RunDir(tmp_path).lock():
     code = cli.main(['train', '--config', str(SMOKE), '--workdir', str(tmp_path), *RUN])
   assert code == 2
   error = capsys.readouterr().err

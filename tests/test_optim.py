@@ -8,8 +8,9 @@ import pytest
 from t5prompt import optim
 from t5prompt.run_config import default_config
 from t5prompt.prompts.methods import build_model
-from t5prompt.train import make_loss_fn, make_train_step
+from t5prompt.build import make_loss_fn, make_train_step
 from t5prompt.models import get_size
+from t5prompt.prompts import methods
 
 PROMPT_LENGTH = 4
 
@@ -29,7 +30,7 @@ def setup():
 
 def test_labels_cover_every_leaf_and_split_is_exact(setup):
   _, _, params, _ = setup
-  rules = optim.label_rules('prompt_tuning')
+  rules = methods.get('prompt_tuning').trainable_rules
   labels = jax.tree.leaves(optim.param_labels(params, rules))
   assert labels.count('train') == 1 and len(labels) == len(jax.tree.leaves(params))
   trainable, frozen = optim.split_params(params, rules)
@@ -45,12 +46,13 @@ def test_uncovered_leaf_is_an_error(setup):
     optim.param_labels(params, ((r'^prompt/', 'train'), (r'^encoder/', 'freeze'),
                                 (r'^token_embedder/', 'freeze')))
   with pytest.raises(ValueError, match="Unknown method 'lora'"):
-    optim.label_rules('lora')
+    methods.get('lora')
 
 
 def test_frozen_leaves_get_no_update_and_no_state_on_the_full_tree(setup):
   _, _, params, _ = setup
-  optimizer = optim.make_optimizer(default_config().optimizer, optim.label_rules('prompt_tuning'))
+  optimizer = optim.make_optimizer(default_config().optimizer,
+                                   methods.get('prompt_tuning').trainable_rules)
   state = optimizer.init(params)
   prompt_size = PROMPT_LENGTH * params['prompt']['prompt'].shape[1]
   # Adafactor unfactored: one second-moment entry per prompt value (+ scalar counts), nothing
@@ -66,7 +68,7 @@ def test_frozen_leaves_get_no_update_and_no_state_on_the_full_tree(setup):
 
 def test_trainable_subtree_gets_the_same_update_as_the_full_tree(setup):
   _, _, params, _ = setup
-  rules = optim.label_rules('prompt_tuning')
+  rules = methods.get('prompt_tuning').trainable_rules
   optimizer = optim.make_optimizer(default_config().optimizer, rules)
   grads = jax.tree.map(lambda x: jnp.sin(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape),
                        params)
@@ -82,7 +84,7 @@ def test_train_step_differentiates_only_the_prompt(setup):
   """The compiled step has no gradient for any frozen weight: the jaxpr of the step's gradient
   computation outputs exactly the prompt's cotangent."""
   _, model, params, batch = setup
-  trainable, frozen = optim.split_params(params, optim.label_rules('prompt_tuning'))
+  trainable, frozen = optim.split_params(params, methods.get('prompt_tuning').trainable_rules)
   grad_fn = jax.grad(make_loss_fn(model))
   grads = grad_fn(trainable, frozen, batch, jax.random.key(0))
   assert jax.tree.structure(grads) == jax.tree.structure(trainable)
@@ -93,7 +95,7 @@ def test_train_step_differentiates_only_the_prompt(setup):
 
 def test_model_tuning_trains_everything(setup):
   _, _, params, _ = setup
-  trainable, frozen = optim.split_params(params, optim.label_rules('model_tuning'))
+  trainable, frozen = optim.split_params(params, methods.get('model_tuning').trainable_rules)
   assert frozen == {} and optim.num_elements(trainable) == optim.num_elements(params)
 
 
@@ -121,7 +123,7 @@ def test_grad_clipping_uses_the_trainable_norm_only(setup):
   _, _, params, _ = setup
   config = default_config().optimizer
   config.name, config.grad_clip_norm = 'adam', 1.0
-  rules = optim.label_rules('prompt_tuning')
+  rules = methods.get('prompt_tuning').trainable_rules
   prompt_shape = params['prompt']['prompt'].shape
   steps = [jnp.full(prompt_shape, 10.0), jnp.full(prompt_shape, 0.01)]  # clipped, then not
   full = [jax.tree.map(lambda x: jnp.full(x.shape, 1e6), params) for _ in steps]
@@ -139,7 +141,7 @@ def test_grad_clipping_uses_the_trainable_norm_only(setup):
 
 def test_train_step_reports_the_trainable_gradient_norm(setup):
   _, model, params, batch = setup
-  rules = optim.label_rules('prompt_tuning')
+  rules = methods.get('prompt_tuning').trainable_rules
   trainable, frozen = optim.split_params(params, rules)
   optimizer = optim.make_optimizer(default_config().optimizer, rules)
   step = jax.jit(make_train_step(model, optimizer))

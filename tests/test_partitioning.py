@@ -23,6 +23,7 @@ from t5prompt.partitioning import (logical_param_specs, make_partitioning, mesh_
 from t5prompt.run_config import load_config
 from t5prompt.prompts.methods import build_model
 from t5prompt.train import train
+from t5prompt.prompts import methods
 
 from conftest import REPO
 
@@ -93,7 +94,7 @@ def test_optimizer_state_follows_its_params():
   model = build_model(get_size('tiny-v1_1'), 'model_tuning', 0)
   partitioning = _partitioning((2, 4))
   config = _config('--config.optimizer.name=adam').optimizer
-  rules = optim.label_rules('model_tuning')
+  rules = methods.get('model_tuning').trainable_rules
   optimizer = optim.make_optimizer(config, rules)
   with partitioning.activate():
     shardings = partitioning.shardings(logical_param_specs(model))
@@ -157,7 +158,8 @@ def test_restore_onto_another_mesh(runs_on_meshes):
   model = build_model(get_size('tiny-v1_1'), 'prompt_tuning', 8)
   with partitioning.activate():
     shardings = partitioning.shardings(logical_param_specs(model))
-    trainable_shardings, _ = optim.split_params(shardings, optim.label_rules('prompt_tuning'))
+    trainable_shardings, _ = optim.split_params(
+        shardings, methods.get('prompt_tuning').trainable_rules)
     template = jax.tree.map(lambda x, s: jax.device_put(jnp.zeros_like(x), s),
                             saved['trainable'], trainable_shardings)
     restored = RunCheckpoints(workdir).best.restore(4, args=ocp.args.StandardRestore(template))

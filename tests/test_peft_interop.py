@@ -14,7 +14,8 @@ from conftest import hub_v11_backbone, random_batch
 from t5prompt import cli, optim
 from t5prompt.prompts import peft_format
 from t5prompt.prompts.methods import build_model
-from t5prompt.train import make_loss_fn
+from t5prompt.build import make_loss_fn
+from t5prompt.prompts import methods
 
 TOLERANCE = 1e-4  # fp32, max |Δ| of loss, gradients and logits
 PROMPT_LENGTH = 5
@@ -54,7 +55,7 @@ def test_loss_and_prompt_gradient_equal_peft(backbone):
 
   model = build_model(config, 'prompt_tuning', PROMPT_LENGTH)
   all_params = {**params, 'prompt': {'prompt': jnp.asarray(prompt, jnp.float32)}}
-  trainable, frozen = optim.split_params(all_params, optim.label_rules('prompt_tuning'))
+  trainable, frozen = optim.split_params(all_params, methods.get('prompt_tuning').trainable_rules)
   loss, grads = jax.value_and_grad(make_loss_fn(model))(
       trainable, frozen, {'inputs': inputs, 'targets': targets}, jax.random.key(0))
 

@@ -6,11 +6,11 @@ import pytest
 from flax import linen as nn
 
 from t5prompt import cli, optim, plan
-from t5prompt.models import get_size
+from t5prompt.backbone import Backbone
+from t5prompt.build import build
+from t5prompt.models import T5, get_size
 from t5prompt.partitioning import make_partitioning
 from t5prompt.run_config import default_config
-from t5prompt.prompts.methods import build_model
-from t5prompt.train import shard_train_state
 
 
 def _device_bytes(tree) -> int:
@@ -32,18 +32,17 @@ def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed):
   optimizer_config.factored = method == 'model_tuning'
   expected = plan.plan('tiny-v1_1', method, mesh, batch=8, prompt_length=16,
                        shard_embed=shard_embed, optimizer_config=optimizer_config)
-  model = build_model(config, method, 16)
-  rules = optim.label_rules(method)
   partitioning = make_partitioning(mesh, shard_embed)
   tokens = jnp.ones((8, 8), jnp.int32)
-  host_params = nn.unbox(model.init(jax.random.key(0), tokens, tokens))['params']
-  optimizer = optim.make_optimizer(optimizer_config, rules)
-  with partitioning.activate():  # placed exactly as training places them
-    state = shard_train_state(model, host_params, rules, optimizer, partitioning)
+  weights = nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens))['params']
+  run_config = plan.run_config_for(method, 16, optimizer_config, init='random_uniform')
+  with partitioning.activate():  # real arrays, placed exactly as training places them
+    state = build(run_config, Backbone(config, weights, 'test', ''), partitioning).state
   assert expected.params == _device_bytes(state.trainable) + _device_bytes(state.frozen)
   assert expected.trainable == expected.gradients == _device_bytes(state.trainable)
   assert expected.optimizer_state == _device_bytes(state.opt_state)
-  assert expected.num_params == optim.num_elements(host_params)
+  assert expected.num_params == (optim.num_elements(state.trainable)
+                                 + optim.num_elements(state.frozen))
   if method == 'prompt_tuning':
     assert expected.num_trainable == 16 * config.d_model
 

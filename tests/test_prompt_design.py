@@ -10,10 +10,10 @@ from conftest import REPO
 from t5prompt.data import pipeline
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import get_vocabulary
-from t5prompt.evaluate import evaluate
-from t5prompt.prompt_design import demonstrations, with_demonstrations
+from t5prompt.evaluate import evaluate, evaluate_run
+from t5prompt.prompts.design import demonstrations, with_demonstrations
 from t5prompt.run_config import load_config
-from t5prompt.train import evaluate_run, train
+from t5prompt.train import train
 from test_evaluate import forced_model
 
 TEMPLATED = ['boolq', 'cb', 'copa', 'multirc', 'rte', 'wic', 'wsc']

@@ -37,7 +37,10 @@ from t5prompt.prompts import peft_format
 from t5prompt.prompts.methods import build_model, exported_prompt, for_inference
 from t5prompt.prompts.prefix import ATTENTION_KINDS
 from t5prompt.run_config import load_config
-from t5prompt.train import evaluate_run, make_loss_fn, train
+from t5prompt.build import make_loss_fn
+from t5prompt.prompts import methods
+from t5prompt.evaluate import evaluate_run
+from t5prompt.train import train
 
 TOLERANCE = 1e-4  # fp32, max |Δ| of loss, gradients and logits
 LENGTH = 3
@@ -67,8 +70,8 @@ def _peft_loss_and_grads(model, inputs, targets):
 
 def _our_loss_and_grads(model, backbone_params, subtree, method_params, inputs, targets):
   params = {**backbone_params, subtree: jax.tree.map(jnp.asarray, method_params)}
-  trainable, frozen = optim.split_params(params, optim.label_rules(
-      'prefix_tuning' if subtree == 'prefix' else 'p_tuning'))
+  trainable, frozen = optim.split_params(params, methods.get(
+      'prefix_tuning' if subtree == 'prefix' else 'p_tuning').trainable_rules)
   loss, grads = jax.value_and_grad(make_loss_fn(model))(
       trainable, frozen, {'inputs': inputs, 'targets': targets}, jax.random.key(0))
   return float(loss), jax.tree.map(np.asarray, grads[subtree])
@@ -325,8 +328,8 @@ def test_methods_train_through_the_loop_and_export(method, tmp_path):
   result = train(config, tmp_path)
   counts = {row['method']: row for row in plan.parameter_counts('tiny-v1_1', 4,
                                                                 reparam_hidden=16)}
-  assert result['method'] == result['series'] == method and result['prompt_length'] == 4
-  assert result['num_trainable_params'] == counts[method]['trainable']
+  assert result.method == result.series == method and result.prompt_length == 4
+  assert result.num_trainable_params == counts[method]['trainable']
   record = json.loads((tmp_path / 'prompt.json').read_text())
   assert record['method'] == method
   if method == 'p_tuning':  # the encoder is gone: a plain [P, d] prompt
@@ -338,7 +341,7 @@ def test_methods_train_through_the_loop_and_export(method, tmp_path):
     assert sum(array.size for array in arrays.values()) == counts[method]['stored']
   # The best checkpoint re-evaluated (folded for inference) gives the run's best metrics.
   again = evaluate_run(tmp_path)['metrics']['validation']
-  assert again['score'] == pytest.approx(result['metrics']['validation']['score'])
+  assert again['score'] == pytest.approx(result.metrics['validation']['score'])
   # P-tuning exports its produced prompt as a PEFT prompt-tuning adapter; a prefix on every
   # attention kind cannot be a PEFT T5 prefix (decoder self-attention only) and is refused.
   code = cli.main(['export-peft', '--workdir', str(tmp_path), '--output', str(tmp_path / 'peft')])

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from analysis import paper, report, transfer
+from t5prompt.report import paper, transfer
+from t5prompt.report import tables as report
 
 SIZES = {'small': 77_000_000, 'base': 250_000_000}
 # (series, size, task) -> scores for seeds 0, 1, 2

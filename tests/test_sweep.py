@@ -10,10 +10,10 @@ from t5prompt import cli, sweep
 from conftest import REPO
 
 SWEEP = '''
-from t5prompt.sweep import Sweep, product
+from t5prompt.sweep import Stage, Sweep, from_file, runs
 
-def get_sweep():
-  return Sweep(name='mini', base_config={base!r}, runs={runs})
+def get_sweep(workdir):
+  return Sweep('mini', [Stage('runs', runs(from_file({base!r}), {runs}))])
 '''
 TINY = {'model.size': 'tiny-v1_1', 'task.input_length': 64, 'train.batch_size': 8,
         'train.steps': 2, 'train.eval_every': 2, 'train.checkpoint_every': 2,
@@ -40,14 +40,17 @@ def test_product_and_short_names():
 
 
 def test_every_config_in_the_repo_expands():
+  ladder = 3  # the demos' shared pre-training stage
   expected = {'scale_superglue': 240, 'ablation_prompt_length': 600, 'ablation_init': 360,
               'ablation_objective': 240, 'robustness_mrqa': 6, 'robustness_paraphrase': 12,
-              'demo': 12, 'demo_methods': 21, 'demo_transfer': 24, 'transfer_sources': 45,
-              'transfer_spot': 5 * 8 * (1 + 1 + 7) * 3}
+              'demo': ladder + 12, 'demo_methods': ladder + 21,
+              'demo_transfer': ladder + 12 + 24, 'transfer_spot': 45 + 5 * 8 * (1 + 1 + 7) * 3}
   for name, count in expected.items():
-    runs = sweep.expand(sweep.load_sweep(REPO / 'configs' / 'sweeps' / f'{name}.py'), '/tmp/x')
+    runs = sweep.expand(sweep.load_sweep(REPO / 'configs' / 'sweeps' / f'{name}.py', '/tmp/x'),
+                        '/tmp/x')
     assert len(runs) == count, name
-    assert len({run.name for run in runs}) == count
+    assert len({run.key for run in runs}) == count
+    assert len({run.workdir for run in runs}) == count
 
 
 def test_invalid_names_are_all_listed_before_anything_runs(tmp_path):
@@ -72,8 +75,8 @@ def test_restarted_sweep_runs_only_unfinished_runs_and_records_failures(tmp_path
   (tmp_path / 'runs' / 'seed=1' / 'result.json').unlink()  # as if interrupted before the end
   assert sweep.run_sweep(path, tmp_path / 'runs') == {'done': 2, 'failed': 1, 'total': 3}
   err = capsys.readouterr().err
-  assert '(1 already finished, skipped)' in err and 'now: seed=1' in err
-  assert 'now: seed=0' not in err
+  assert '(1 already finished, skipped)' in err and 'now: runs/seed=1' in err
+  assert 'now: runs/seed=0' not in err
   assert (tmp_path / 'runs' / 'seed=0' / 'result.json').read_text() == first
   assert (tmp_path / 'runs' / 'seed=1' / 'result.json').exists()
 
@@ -83,10 +86,15 @@ def test_launchers_print_commands_and_a_slurm_array(tmp_path, capsys):
   assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs'),
                    '--launcher', 'print']) == 0
   printed = capsys.readouterr().out.strip().splitlines()
-  assert len(printed) == 2 and printed[0].startswith('t5prompt train --config ')
-  assert '--config.train.seed=0' in printed[0] and str(tmp_path / 'runs' / 'seed=0') in printed[0]
+  assert len(printed) == 2 and printed[0].startswith(f't5prompt sweep --config {path} ')
+  assert printed[0].endswith('--run runs/seed=0')
   assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs'),
                    '--launcher', 'slurm']) == 0
-  script = (tmp_path / 'runs' / 'sweep_slurm.sbatch').read_text()
+  assert 'sbatch --parsable' in capsys.readouterr().out
+  script = (tmp_path / 'runs' / 'sweep_0_runs.sbatch').read_text()
   assert '#SBATCH --array=1-2' in script
-  assert len((tmp_path / 'runs' / 'sweep_commands.txt').read_text().splitlines()) == 2
+  assert len((tmp_path / 'runs' / 'sweep_0_runs_commands.txt').read_text().splitlines()) == 2
+  assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs'),
+                   '--run', 'runs/seed=1']) == 0  # what one launched job runs
+  assert (tmp_path / 'runs' / 'seed=1' / 'result.json').is_file()
+  assert not (tmp_path / 'runs' / 'seed=0').exists()

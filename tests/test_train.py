@@ -9,13 +9,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 from t5prompt import cli, optim
-from t5prompt.run_config import load_config
-from t5prompt.prompts.methods import build_model, method_options
-from t5prompt.run_setup import load_model_backbone
-from t5prompt.train import initial_params, make_train_step, train
+from t5prompt.backbone import load_model_backbone
+from t5prompt.build import build
 from t5prompt.data import pipeline
-from t5prompt.data.tasks import get_task_spec
-from t5prompt.data.vocab import get_vocabulary
+from t5prompt.partitioning import make_partitioning
+from t5prompt.run_config import load_config
+from t5prompt.train import train
 
 from conftest import REPO
 
@@ -44,21 +43,17 @@ def test_backbone_is_bit_identical_after_prompt_training(method):
                    '--config.prompt.reparam_hidden=16')
   backbone = load_model_backbone(config.model)
   original = jax.tree.map(np.array, backbone.params)  # a host copy, before any step
-  spec = get_task_spec(config.task.name)
-  model = build_model(backbone.config, method, config.prompt.length,
-                      **method_options(config))
-  params, _ = initial_params(config, backbone, model, spec, get_vocabulary(), jax.random.key(0))
-  rules = optim.label_rules(method)
-  trainable, frozen = optim.split_params(params, rules)
-  optimizer = optim.make_optimizer(config.optimizer, rules)
-  opt_state = optimizer.init(trainable)
-  step_fn = jax.jit(make_train_step(model, optimizer), donate_argnums=(0, 1))
-  data = pipeline.load_tokenized(config.task.name, 'train', 64, 8)
-  start = jax.tree.map(np.array, trainable)
-  for step in range(3):
-    batch = pipeline.train_batch(data, 8, 0, step)
-    trainable, opt_state, _ = step_fn(trainable, opt_state, frozen, batch, jax.random.key(0), step)
-  after = optim.merge_params(trainable, frozen)
+  partitioning = make_partitioning((1, 1), devices=jax.devices()[:1])
+  with partitioning.activate():  # the train loop's own step
+    run = build(config, backbone, partitioning)
+    state = run.state
+    data = pipeline.load_tokenized(config.task.name, 'train', 64, 8)
+    start = jax.tree.map(np.array, state.trainable)
+    for step in range(3):
+      batch = pipeline.train_batch(data, 8, 0, step)
+      state.trainable, state.opt_state, _ = run.train_step(
+          state.trainable, state.opt_state, state.frozen, batch, state.rng, step)
+  trainable, after = state.trainable, run.params()
   leaves = jax.tree_util.tree_leaves_with_path(original)
   for path, before in leaves:
     now = after
@@ -89,7 +84,7 @@ def test_checkpoint_holds_only_the_prompt_and_its_state(finished_run):
   manifest = json.loads((workdir / 'manifest.json').read_text())
   assert manifest['backbone']['source'] == 'random:tiny-v1_1:seed0'
   assert len(manifest['backbone']['params_hash']) == 64
-  assert result['num_trainable_params'] == prompt_values
+  assert result.num_trainable_params == prompt_values
 
 
 def test_run_outputs(finished_run):
@@ -98,23 +93,23 @@ def test_run_outputs(finished_run):
                'result.json'):
     assert (workdir / name).is_file(), name
   assert list((workdir / 'tensorboard').iterdir())
-  assert result['steps'] == 8 and result['best_step'] in (4, 8)
-  assert result['init']['name'] == 'class_label'
-  assert result['init']['labels'] == ['entailment', 'contradiction', 'neutral']
-  assert result['metrics']['validation']['num_examples'] == 16
+  assert result.steps == 8 and result.best_step in (4, 8)
+  assert result.init['name'] == 'class_label'
+  assert result.init['labels'] == ['entailment', 'contradiction', 'neutral']
+  assert result.metrics['validation']['num_examples'] == 16
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in records if r['kind'] == 'train'] == [2, 4, 6, 8]
   assert [r['step'] for r in records if r['kind'] == 'eval/validation'] == [4, 8]
   prompt = np.load(workdir / 'prompt.npy')
   assert prompt.shape == (8, 32) and prompt.dtype == np.float32
-  assert json.loads((workdir / 'prompt.json').read_text())['best_step'] == result['best_step']
+  assert json.loads((workdir / 'prompt.json').read_text())['best_step'] == result.best_step
 
 
 def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(finished_run, tmp_path):
   workdir, _ = finished_run
   train(_config('--config.train.steps=4'), tmp_path)  # stops at 4 ...
   resumed = train(_config('--config.train.steps=8'), tmp_path)  # ... and resumes to 8
-  assert resumed['steps'] == 8
+  assert resumed.steps == 8
   straight, interrupted = _saved_state(workdir, 8), _saved_state(tmp_path, 8)
   jax.tree.map(np.testing.assert_array_equal, straight, interrupted)
   np.testing.assert_array_equal(np.load(workdir / 'prompt.npy'), np.load(tmp_path / 'prompt.npy'))
@@ -144,7 +139,7 @@ def test_cli_eval_and_export_peft(finished_run, tmp_path, capsys):
   workdir, result = finished_run
   assert cli.main(['eval', '--workdir', str(workdir)]) == 0
   evaluated = json.loads(capsys.readouterr().out)
-  assert evaluated['step'] == result['best_step']
+  assert evaluated['step'] == result.best_step
   assert evaluated['metrics']['validation']['num_examples'] == 56  # the whole split this time
   assert cli.main(['export-peft', '--workdir', str(workdir), '--output',
                    str(tmp_path / 'adapter')]) == 0
@@ -164,9 +159,9 @@ def test_model_tuning_runs_through_the_same_loop(tmp_path):
   state = _saved_state(tmp_path, 2)
   assert {'encoder', 'decoder', 'token_embedder'} <= set(state['trainable'])
   assert 'prompt' not in state['trainable']
-  assert result['num_trainable_params'] == sum(np.size(x) for x in jax.tree.leaves(
+  assert result.num_trainable_params == sum(np.size(x) for x in jax.tree.leaves(
       state['trainable']))
-  assert result['prompt_length'] == 0 and not (tmp_path / 'prompt.npy').exists()
+  assert result.prompt_length == 0 and not (tmp_path / 'prompt.npy').exists()
 
 
 def test_prompt_tuning_learns_on_shipped_data(tmp_path):
@@ -176,8 +171,8 @@ def test_prompt_tuning_learns_on_shipped_data(tmp_path):
   records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   losses = [r['loss'] for r in records if r['kind'] == 'train']
   assert np.mean(losses[-3:]) < np.mean(losses[:3])
-  assert (result['metrics']['validation']['accuracy']
-          > result['initial_metrics']['validation']['accuracy'])
+  assert (result.metrics['validation']['accuracy']
+          > result.initial_metrics['validation']['accuracy'])
 
 
 def test_early_stopping_keeps_the_best_step(tmp_path):
@@ -186,7 +181,7 @@ def test_early_stopping_keeps_the_best_step(tmp_path):
   result = train(_config('--config.train.steps=20', '--config.train.eval_every=2',
                          '--config.train.early_stopping_patience=1',
                          '--config.optimizer.learning_rate=1e-12'), tmp_path)
-  assert result['stopped_early'] and result['steps'] == 4 and result['best_step'] == 2
+  assert result.stopped_early and result.steps == 4 and result.best_step == 2
   assert sorted(int(p.name) for p in (tmp_path / 'best').iterdir() if p.name.isdigit()) == [2]
 
 

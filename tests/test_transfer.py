@@ -17,7 +17,9 @@ from t5prompt.models import T5, decode, get_size
 from t5prompt.prompts import ensemble, interpret, similarity
 from t5prompt.prompts.soft_prompt import PromptBank, SoftPrompt, bank_from_prompts
 from t5prompt.run_config import load_config
-from t5prompt.train import cross_entropy, train
+from t5prompt.build import cross_entropy
+from t5prompt.train import train
+from t5prompt.prompts import methods
 
 LENGTH = 4
 
@@ -253,10 +255,10 @@ def test_cross_model_transfer_trains_a_projector(tmp_path):
       '--config.method=cross_model_transfer', '--config.prompt.init=file',
       f'--config.prompt.init_file={tmp_path / "source.npy"}', '--config.prompt.reparam_hidden=8'])
   result = train(config, tmp_path / 'run')
-  assert result['num_trainable_params'] == (16 * 8 + 8) + (8 * 32 + 32)  # the projector only
+  assert result.num_trainable_params == (16 * 8 + 8) + (8 * 32 + 32)  # the projector only
   assert np.load(tmp_path / 'run' / 'prompt.npy').shape == (4, 32)  # folded, target width
-  assert result['init']['name'] == 'file'
-  rules = optim.label_rules('cross_model_transfer')
+  assert result.init['name'] == 'file'
+  rules = methods.get('cross_model_transfer').trainable_rules
   assert optim.param_labels({'prompt': {'source': 0, 'projector_in': 0}, 'encoder': {'x': 0}},
                             rules) == {'prompt': {'source': 'freeze', 'projector_in': 'train'},
                                        'encoder': {'x': 'freeze'}}
@@ -272,8 +274,8 @@ def test_mixture_trains_on_the_union(tmp_path):
   config = load_config(REPO / 'configs' / 'smoke.py', SHORT + [
       "--config.task.mixture=('superglue_rte',)"])
   result = train(config, tmp_path)
-  assert result['config']['task']['mixture'] == ['superglue_rte']
-  assert list(result['metrics']) == ['validation']  # evaluated on CB, the run's task
+  assert result.config['task']['mixture'] == ['superglue_rte']
+  assert list(result.metrics) == ['validation']  # evaluated on CB, the run's task
   record = json.loads((tmp_path / 'prompt.json').read_text())
   assert len(record['nearest_tokens']) == 4 and len(record['nearest_tokens'][0]) == 5
 
@@ -283,7 +285,7 @@ def test_ensemble_command_scores_each_prompt_and_the_vote(backbone, tmp_path, ca
   """Two runs' prompts on CB dev: each prompt's score equals evaluating it alone."""
   from t5prompt.data.tasks import get_task_spec  # pylint: disable=import-outside-toplevel
   from t5prompt.evaluate import evaluate  # pylint: disable=import-outside-toplevel
-  from t5prompt.run_setup import backbone_from_source  # pylint: disable=import-outside-toplevel
+  from t5prompt.backbone import backbone_from_source  # pylint: disable=import-outside-toplevel
   source = 'random:tiny-v1_1:seed0'
   frozen = backbone_from_source(source)
   prompts = _prompts(2, seed=7)
@@ -321,7 +323,7 @@ def test_best_of_top_k_picks_the_best_zero_shot_candidate(library, tmp_path, cap
                    '--init', 'best_of_top_k', '--top-k', '2', '--max-eval-examples', '16',
                    '--output', str(output)]) == 0
   assert 'zero-shot dev scores of the top-k' in capsys.readouterr().out
-  from t5prompt.run_setup import backbone_from_source  # pylint: disable=import-outside-toplevel
+  from t5prompt.backbone import backbone_from_source  # pylint: disable=import-outside-toplevel
   scores = library_lib.zero_shot_scores(backbone_from_source('random:tiny-v1_1:seed0'),
                                         'superglue_cb', [near, far], max_examples=16)
   np.testing.assert_array_equal(np.load(output), [near, far][int(np.argmax(scores))])

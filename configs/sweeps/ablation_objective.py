@@ -4,17 +4,17 @@ v1.1 vs the LM-adapted checkpoints, prompt tuning at every size.
   t5prompt sweep --config configs/sweeps/ablation_objective.py --workdir runs/ablation_objective
 """
 
-from t5prompt.sweep import Sweep, product
+from t5prompt import studies
+from t5prompt.sweep import Stage, Sweep, from_file, product, runs
 
-import common  # pylint: disable=import-error
 
-
-def get_sweep():
-  return Sweep(
-      name='ablation_objective', base_config='configs/prompt_tuning.py',
-      runs=product([{**common.checkpoint(size, objective), 'series': series}
-                    for size in common.SIZES
-                    for objective, series in (('span', 'span corruption'),
-                                              ('lm_adapt', 'LM adapted'))],
-                   {'task.name': [f'superglue_{task}' for task in common.SUPERGLUE]},
-                   {'train.seed': list(common.SEEDS)}))
+def get_sweep(workdir):
+  del workdir  # every run goes in the sweep's workdir
+  overrides = product([{**studies.checkpoint(size, objective), 'series': series}
+                       for size in studies.SIZES
+                       for objective, series in (('span', 'span corruption'),
+                                                 ('lm_adapt', 'LM adapted'))],
+                      {'task.name': list(studies.SUPERGLUE)},
+                      {'train.seed': list(studies.SEEDS)})
+  return Sweep('ablation_objective', [Stage('runs', runs(from_file(studies.BASE_CONFIG),
+                                                         overrides))])

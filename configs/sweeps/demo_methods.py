@@ -10,9 +10,8 @@ from CB's train split), which trains nothing. The report then shows one line per
   t5prompt report runs/demo_methods
 """
 
-import demo  # pylint: disable=import-error  (beside this file; load_sweep puts it on the path)
-
-from t5prompt.sweep import Sweep, product
+from t5prompt import miniature
+from t5prompt.sweep import Stage, Sweep, from_file, product, runs
 
 PROMPT_LENGTH = 20
 TRAINED = [
@@ -23,8 +22,7 @@ TRAINED = [
      'optimizer.name': 'adam', 'optimizer.learning_rate': 1e-3},
     {'method': 'deep_prompt_tuning', 'prompt.length': PROMPT_LENGTH,
      'optimizer.name': 'adam', 'optimizer.learning_rate': 1e-2},
-    {'method': 'model_tuning', 'optimizer.learning_rate': 1e-3, 'optimizer.weight_decay': 0.0,
-     'optimizer.factored': True},
+    {'method': 'model_tuning'},
 ]
 DESIGN = [
     {'method': 'prompt_design', 'prompt.shots': 0, 'series': 'prompt_design_0shot'},
@@ -35,10 +33,11 @@ TRAINING = {'train.steps': 150, 'train.eval_every': 75, 'train.checkpoint_every'
             'model.dropout_rate': 0.1}
 
 
-def get_sweep():
-  backbones = [demo.backbone_overrides(size) for size in demo.SIZES]
+def get_sweep(workdir):
+  del workdir  # the runs go in the sweep's workdir; the ladder in the shared cache
+  backbones = [miniature.backbone(size) for size in miniature.SIZES]
   task, seed = {'task.name': ['superglue_cb']}, {'train.seed': [0]}
-  return Sweep(
-      name='demo_methods', base_config='configs/smoke.py', prepare=demo.pretrain_ladder,
-      runs=(product(backbones, TRAINED, task, seed, [TRAINING])
-            + product(backbones, DESIGN, task, seed)))
+  overrides = (product(backbones, TRAINED, task, seed, [TRAINING])
+               + product(backbones, DESIGN, task, seed))
+  return Sweep('demo_methods', [miniature.ladder_stage(),
+                                Stage('runs', runs(from_file('configs/smoke.py'), overrides))])

@@ -5,21 +5,21 @@ SIZES to study others).
   t5prompt sweep --config configs/sweeps/robustness_mrqa.py --workdir runs/robustness_mrqa
 """
 
-from t5prompt.sweep import Sweep, product
-
-import common  # pylint: disable=import-error
+from t5prompt import studies
+from t5prompt.sweep import Stage, Sweep, from_file, product, runs
 
 SIZES = ('xxl',)
 OUT_OF_DOMAIN = ('textbookqa', 'bioasq', 'race', 'relation_extraction', 'duorc', 'drop')
 
 
-def get_sweep():
-  return Sweep(
-      name='robustness_mrqa', base_config='configs/prompt_tuning.py',
-      runs=product([common.checkpoint(size) for size in SIZES],
-                   [{**common.PROMPT_TUNING, 'prompt.init': 'sampled_vocab'},
-                    common.MODEL_TUNING],
-                   [{'task.name': 'mrqa_squad', 'task.eval_mode': '',
-                     'task.extra_evals': tuple(f'mrqa_{name}:validation'
-                                               for name in OUT_OF_DOMAIN)}],
-                   {'train.seed': list(common.SEEDS)}))
+def get_sweep(workdir):
+  del workdir  # every run goes in the sweep's workdir
+  overrides = product([studies.checkpoint(size) for size in SIZES],
+                      [{'method': 'prompt_tuning', 'prompt.init': 'sampled_vocab'},
+                       {'method': 'model_tuning'}],
+                      [{'task.name': 'mrqa_squad', 'task.eval_mode': '',
+                        'task.extra_evals': tuple(f'mrqa_{name}:validation'
+                                                  for name in OUT_OF_DOMAIN)}],
+                      {'train.seed': list(studies.SEEDS)})
+  return Sweep('robustness_mrqa', [Stage('runs', runs(from_file(studies.BASE_CONFIG),
+                                                      overrides))])

@@ -5,20 +5,20 @@ prompt tuning and model tuning; the gap should close as the model grows.
   t5prompt report runs/scale_superglue
 
 5 sizes x 2 methods x 8 tasks x 3 seeds = 240 runs at the paper's settings (30k steps, batch 32,
-prompt length 100, class-label init). Multi-task model tuning is not in this sweep yet: the
-loop can train one model on the mixture (`task.mixture`), but the report scores each run on its
-own task only, so the one mixture model's eight scores would need their own rows.
+prompt length 100, class-label init; model tuning with T5's fine-tuning optimizer, from its
+method record). Multi-task model tuning is not in this sweep yet: the loop can train one model
+on the mixture (`task.mixture`), but the report scores each run on its own task only.
 """
 
-from t5prompt.sweep import Sweep, product
+from t5prompt import studies
+from t5prompt.sweep import Stage, Sweep, from_file, product, runs
 
-import common  # configs/sweeps/common.py  pylint: disable=import-error
 
-
-def get_sweep():
-  return Sweep(
-      name='scale_superglue', base_config='configs/prompt_tuning.py',
-      runs=product([common.checkpoint(size) for size in common.SIZES],
-                   [common.PROMPT_TUNING, common.MODEL_TUNING],
-                   {'task.name': [f'superglue_{task}' for task in common.SUPERGLUE]},
-                   {'train.seed': list(common.SEEDS)}))
+def get_sweep(workdir):
+  del workdir  # every run goes in the sweep's workdir
+  overrides = product([studies.checkpoint(size) for size in studies.SIZES],
+                      {'method': ['prompt_tuning', 'model_tuning']},
+                      {'task.name': list(studies.SUPERGLUE)},
+                      {'train.seed': list(studies.SEEDS)})
+  return Sweep('scale_superglue', [Stage('runs', runs(from_file(studies.BASE_CONFIG),
+                                                      overrides))])

@@ -412,3 +412,18 @@ def load_backbone(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Pa
   if config.scan_layers:
     params = stack_layers(params)
   return config, params
+
+
+def convert_checkpoint(source: str, output: str | os.PathLike, output_format: str) -> str:
+  """`t5prompt convert`: a checkpoint to t5prompt's format ('t5prompt') or an HF directory
+  ('hf'); returns what was written, with the content hash."""
+  config, params = load_backbone(source, scan_layers=False)
+  if output_format == 'hf':
+    save_hf(output, config, params)
+    digest = params_hash(params)
+  else:
+    digest = save_t5prompt(output, config, params)
+  return (f'wrote {output_format} checkpoint to {output}\n'
+          f'  {config.feed_forward_proj}, d_model={config.d_model}, '
+          f'layers={config.num_encoder_layers}+{config.num_decoder_layers}, '
+          f'tied head={config.tie_word_embeddings}\n  params_hash={digest}')

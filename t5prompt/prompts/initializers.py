@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t5prompt.prompts.soft_prompt import Initializer, uniform_init
+from t5prompt.run_dir import PROMPT_RECORD
 
 # SentencePiece orders pieces by score, so ids 3.. are the most frequent tokens; 0-2 are
 # <pad>, </s>, <unk> and never a useful starting point.
@@ -98,7 +99,7 @@ def prompt_source(path: str | Path) -> dict[str, Any]:
   """Where a saved prompt came from (task, size, method), read from the library entry or run
   export beside it; {} for a bare file. Transfer reports group runs by it."""
   path = Path(path)
-  for name in ('entry.json', 'prompt.json'):
+  for name in ('entry.json', PROMPT_RECORD):  # a library entry's record, or a run's export
     beside = path.parent / name
     if beside.is_file():
       record = json.loads(beside.read_text())

@@ -1,99 +1,223 @@
-"""The prompt-method family on one frozen T5: which module each method adds, what it trains,
-how its training-time reparameterisation folds away for inference, and what it exports.
+"""The method family on one frozen T5: one record per method, and the few functions that read it.
 
-  method               adds (params subtree)        trains       inference / export
-  prompt_tuning        SoftPrompt (prompt/)         prompt/      prompt.npy [P, d]
-  p_tuning             PromptEncoder (prompt/)      prompt/      encoder folded -> prompt.npy
-  cross_model_transfer ProjectedPrompt (prompt/)    projector    projected -> prompt.npy
-  prefix_tuning        Prefix + MLP (prefix/)       prefix/      MLP folded -> prefix.npz
-  deep_prompt_tuning   Prefix, direct (prefix/)     prefix/      prefix.npz
+Everything that depends on the method asks its record here: the model it trains, what trains,
+how its params start, what a finished run keeps and exports, its default optimizer settings,
+its config checks. Adding a method is its own module plus one row of `METHODS`.
+
+  method               adds (params subtree)        trains       artefact (folded)
+  prompt_tuning        SoftPrompt (prompt/)         prompt/      prompt [P, d]
+  p_tuning             PromptEncoder (prompt/)      prompt/      encoder folded -> prompt
+  cross_model_transfer ProjectedPrompt (prompt/)    projector    projected -> prompt
+  prefix_tuning        Prefix + MLP (prefix/)       prefix/      MLP folded -> prefix
+  deep_prompt_tuning   Prefix, direct (prefix/)     prefix/      prefix
   model_tuning         nothing                      everything   (the checkpoints)
   prompt_design        nothing (a hand-written      nothing      (zero/few-shot, no training)
                        template, data.templates)
 """
 
+import dataclasses
+from typing import Any, Callable, Optional
+
 import numpy as np
 from flax import linen as nn
 
+from t5prompt.data.templates import template_task
 from t5prompt.models.sizes import T5Config
 from t5prompt.models.t5 import T5
+from t5prompt.optim import LabelRules
 from t5prompt.partitioning import to_host
+from t5prompt.prompts import design
 from t5prompt.prompts import prefix as prefix_lib
 from t5prompt.prompts import prompt_encoder as encoder_lib
-from t5prompt.prompts.initializers import load_prompt_file
+from t5prompt.prompts.initializers import INIT_NAMES, load_prompt_file, make_initializer
 from t5prompt.prompts.projector import ProjectedPrompt
 from t5prompt.prompts.soft_prompt import SoftPrompt
 
-METHODS = ('prompt_tuning', 'model_tuning', 'prefix_tuning', 'deep_prompt_tuning', 'p_tuning',
-           'cross_model_transfer', 'prompt_design')
-# Prepend [P, d] to the encoder input.
-INPUT_PROMPT_METHODS = ('prompt_tuning', 'p_tuning', 'cross_model_transfer')
-PREFIX_METHODS = ('prefix_tuning', 'deep_prompt_tuning')  # key/values at attention layers
-PROMPT_METHODS = INPUT_PROMPT_METHODS + PREFIX_METHODS  # the methods with a prompt length
+PROMPT, PREFIX = 'prompt', 'prefix'  # the two kinds of artefact a prompt method keeps
 
 
-def method_options(config) -> dict:
-  """`build_model`'s keyword options from a run config (its `prompt` section; cross-model
-  transfer also reads the source prompt's width from `prompt.init_file`)."""
-  prompt = config.prompt
-  options = dict(attention=tuple(prompt.attention), layer_lengths=tuple(prompt.layer_lengths),
-                 reparam_hidden=prompt.reparam_hidden, encoder=prompt.encoder)
-  if config.method == 'cross_model_transfer':
-    options['source_dim'] = int(load_prompt_file(prompt.init_file).shape[1])
-  return options
+@dataclasses.dataclass(frozen=True)
+class PromptOptions:
+  """The run config's `prompt` section, as the prompt modules take it."""
+  length: int = 100
+  init: str = 'random_uniform'
+  init_text: str = ''
+  init_file: str = ''
+  vocab_population: int = 5000
+  attention: tuple[str, ...] = prefix_lib.ATTENTION_KINDS
+  layer_lengths: tuple[int, ...] = ()
+  reparam_hidden: int = 512
+  encoder: str = 'lstm'
+
+  @classmethod
+  def from_config(cls, prompt_config) -> 'PromptOptions':
+    fields = {field.name for field in dataclasses.fields(cls)}
+    values = {key: value for key, value in prompt_config.items() if key in fields}
+    return cls(**{key: tuple(value) if isinstance(value, list) else value
+                  for key, value in values.items()})
 
 
-def build_model(config: T5Config, method: str, prompt_length: int, *,
-                attention: tuple[str, ...] = prefix_lib.ATTENTION_KINDS,
-                layer_lengths: tuple[int, ...] = (), reparam_hidden: int = 512,
-                encoder: str = 'lstm', source_dim: int = 0) -> T5:
-  """The T5 a method trains (`reparam_hidden`: prefix MLP / P-tuning encoder / projector hidden
-  size; `source_dim`: the transferred prompt's width, cross-model transfer)."""
-  if method == 'prompt_tuning':
-    return T5(config, prompt=SoftPrompt(prompt_length))
-  if method == 'p_tuning':
-    return T5(config, prompt=encoder_lib.PromptEncoder(prompt_length, encoder, reparam_hidden))
-  if method == 'cross_model_transfer':
-    return T5(config, prompt=ProjectedPrompt(prompt_length, source_dim or config.d_model,
-                                             reparam_hidden))
-  if method in PREFIX_METHODS:
-    hidden = reparam_hidden if method == 'prefix_tuning' else 0
-    return T5(config, prefix=prefix_lib.Prefix(config, prompt_length, tuple(attention),
-                                               tuple(layer_lengths), hidden))
-  if method in ('model_tuning', 'prompt_design'):
-    return T5(config)
-  raise ValueError(f'Unknown method {method!r}; choose one of {", ".join(METHODS)}.')
+@dataclasses.dataclass(frozen=True)
+class InitContext:
+  """What a prompt initialiser may read: the frozen token embeddings, the vocabulary and the
+  task's verbalised labels (class-label init)."""
+  embedding: Any
+  vocabulary: Any
+  label_names: tuple[str, ...] = ()
 
 
-def module_params(model: T5, rng) -> tuple[str, dict]:
-  """('prompt' | 'prefix', params) of the method's own module from its initialiser, without
-  running (or initialising) the backbone."""
+# (T5 config, prompt options, init context or None) -> (the T5 the method trains, init record).
+# Without a context (shapes only: the planner) the modules keep their default initialisers.
+ModelBuilder = Callable[[T5Config, PromptOptions, Optional[InitContext]],
+                        tuple[T5, Optional[dict]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  make_model: ModelBuilder
+  trainable_rules: LabelRules  # the first matching regex wins; every leaf must match one
+  artefact: str = ''  # PROMPT | PREFIX | '' (nothing beyond the checkpoints)
+  optimizer: tuple[tuple[str, Any], ...] = ()  # defaults over the run config's `optimizer`
+  trains: bool = True  # False: the run evaluates the untrained model (steps 0)
+  # Prepares the eval sets of a run: (config, eval sets) -> (eval sets, the record of what the
+  # method did, e.g. prompt design's demonstrations), or None to use them as they are.
+  prepare_eval: Optional[Callable[[Any, dict], tuple[dict, dict]]] = None
+  # The task a run of this method evaluates, from the config's task name.
+  eval_task: Callable[[str], str] = lambda name: name
+  # Config problems particular to this method: config -> list of messages.
+  check: Callable[[Any], list[str]] = lambda config: []
+
+  @property
+  def uses_prompt(self) -> bool:
+    """Whether the `prompt` config section (length, init, ...) shapes this method's run."""
+    return bool(self.artefact)
+
+
+def _prompt_tuning(config: T5Config, options: PromptOptions, init: InitContext | None):
+  if init is None:
+    return T5(config, prompt=SoftPrompt(options.length)), None
+  init_fn, record = make_initializer(
+      options.init, embedding=init.embedding, vocabulary=init.vocabulary,
+      labels=init.label_names, init_text=options.init_text, path=options.init_file,
+      population=options.vocab_population)
+  return T5(config, prompt=SoftPrompt(options.length, init_fn)), record
+
+
+def _p_tuning(config: T5Config, options: PromptOptions, init: InitContext | None):
+  # The encoder starts from its own initialisers, as PEFT's.
+  module = encoder_lib.PromptEncoder(options.length, options.encoder, options.reparam_hidden)
+  return T5(config, prompt=module), None if init is None else {'name': 'module_default'}
+
+
+def _cross_model_transfer(config: T5Config, options: PromptOptions, init: InitContext | None):
+  if not options.init_file:  # shapes only (the planner): a source as wide as this model
+    return T5(config, prompt=ProjectedPrompt(options.length, config.d_model,
+                                             options.reparam_hidden)), None
+  source = load_prompt_file(options.init_file)
+  if source.shape[0] != options.length:
+    raise ValueError(f'The source prompt {options.init_file} has shape {source.shape}; set '
+                     f'prompt.length={source.shape[0]}.')
+  source_init, record = make_initializer('file', embedding=None, path=options.init_file)
+  module = ProjectedPrompt(options.length, source.shape[1], options.reparam_hidden, source_init)
+  return T5(config, prompt=module), None if init is None else record
+
+
+def _check_cross_model_transfer(config) -> list[str]:
+  if config.prompt.init == 'file' and config.prompt.init_file:
+    return []
+  return ['method=cross_model_transfer projects a saved prompt: set prompt.init="file" and '
+          "prompt.init_file to its prompt.npy (e.g. from a smaller model's run)"]
+
+
+def _prefix(reparameterised: bool) -> ModelBuilder:
+  def make_model(config: T5Config, options: PromptOptions, init: InitContext | None):
+    hidden = options.reparam_hidden if reparameterised else 0
+    module = prefix_lib.Prefix(config, options.length, tuple(options.attention),
+                               tuple(options.layer_lengths), hidden)
+    return T5(config, prefix=module), None if init is None else {'name': 'module_default'}
+  return make_model
+
+
+def _check_layer_lengths(config) -> list[str]:
+  if tuple(config.prompt.layer_lengths):
+    return ['prompt.layer_lengths is for method=deep_prompt_tuning (per-layer prompts)']
+  return []
+
+
+def _plain(config: T5Config, options: PromptOptions, init: InitContext | None):
+  del options, init
+  return T5(config), None
+
+
+_PROMPT_RULES = ((r'^prompt/', 'train'), (r'.*', 'freeze'))
+_PREFIX_RULES = ((r'^prefix/', 'train'), (r'.*', 'freeze'))
+# T5's fine-tuning settings (Adafactor with factored second moments, LR 1e-3, no decay).
+_MODEL_TUNING_OPTIMIZER = (('learning_rate', 1e-3), ('weight_decay', 0.0), ('factored', True))
+
+METHODS: dict[str, Method] = {method.name: method for method in (
+    Method('prompt_tuning', _prompt_tuning, _PROMPT_RULES, PROMPT,
+           check=_check_layer_lengths),
+    Method('model_tuning', _plain, ((r'.*', 'train'),), optimizer=_MODEL_TUNING_OPTIMIZER,
+           check=_check_layer_lengths),
+    Method('prefix_tuning', _prefix(reparameterised=True), _PREFIX_RULES, PREFIX,
+           check=_check_layer_lengths),
+    Method('deep_prompt_tuning', _prefix(reparameterised=False), _PREFIX_RULES, PREFIX),
+    Method('p_tuning', _p_tuning, _PROMPT_RULES, PROMPT, check=_check_layer_lengths),
+    # The transferred prompt stays fixed; its projector into this model trains.
+    Method('cross_model_transfer', _cross_model_transfer,
+           ((r'^prompt/source$', 'freeze'),) + _PROMPT_RULES, PROMPT,
+           check=lambda config: _check_layer_lengths(config)
+           + _check_cross_model_transfer(config)),
+    # Nothing trains: a hand-written template, zero- or few-shot.
+    Method('prompt_design', _plain, ((r'.*', 'freeze'),), trains=False,
+           prepare_eval=design.with_shots, eval_task=template_task,
+           check=_check_layer_lengths),
+)}
+# The init names a run config may give (`prompt.init`).
+PROMPT_INITS = INIT_NAMES
+
+
+def get(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(f'Unknown method {name!r}; choose one of {", ".join(METHODS)}.')
+  return METHODS[name]
+
+
+def build_model(config: T5Config, method: str, prompt_length: int = 100, **options) -> T5:
+  """The T5 a method trains, with its modules' default initialisers (tests, shapes); `options`
+  are `PromptOptions` fields (attention, layer_lengths, reparam_hidden, encoder, init_file)."""
+  return get(method).make_model(config, PromptOptions(length=prompt_length, **options), None)[0]
+
+
+def module_params(model: T5, rng) -> dict[str, dict]:
+  """{'prompt' | 'prefix': params} of the method's own module from its initialiser, without
+  running (or initialising) the backbone; {} for a plain T5."""
   if model.prompt is not None:
     variables = model.prompt.clone(parent=None).init(
         rng, model.config.d_model, method=type(model.prompt).produce_prompt)
-    return 'prompt', nn.unbox(variables)['params']
-  return 'prefix', nn.unbox(model.prefix.clone(parent=None).init(rng))['params']
+    return {'prompt': nn.unbox(variables)['params']}
+  if model.prefix is not None:
+    return {'prefix': nn.unbox(model.prefix.clone(parent=None).init(rng))['params']}
+  return {}
 
 
 def for_inference(model: T5, params: dict) -> tuple[T5, dict]:
-  """(model, params) with any training-time reparameterisation folded away: P-tuning and a
-  projected prompt become plain prompt tuning, prefix tuning becomes direct prefixes. Outputs
-  are unchanged."""
-  if isinstance(model.prompt, (encoder_lib.PromptEncoder, ProjectedPrompt)):
-    prompt = model.prompt.clone(parent=None).apply(
-        {'params': params['prompt']}, model.config.d_model,
-        method=type(model.prompt).produce_prompt)
-    return (T5(model.config, prompt=SoftPrompt(model.prompt.length)),
-            {**params, 'prompt': {'prompt': prompt}})
-  if model.prefix is not None and model.prefix.reparam_hidden:
-    module, folded = prefix_lib.fold(model.prefix, params['prefix'])
-    return T5(model.config, prefix=module), {**params, 'prefix': folded}
+  """(model, params) with any training-time reparameterisation folded away (each module folds
+  itself): P-tuning and a projected prompt become plain prompt tuning, prefix tuning becomes
+  direct prefixes. Outputs are unchanged."""
+  if model.prompt is not None:
+    module, folded = model.prompt.folded(params['prompt'], model.config.d_model)
+    return model.clone(prompt=module, parent=None), {**params, 'prompt': folded}
+  if model.prefix is not None:
+    module, folded = model.prefix.folded(params['prefix'])
+    return model.clone(prefix=module, parent=None), {**params, 'prefix': folded}
   return model, params
 
 
 def exported_prompt(model: T5, params: dict) -> dict[str, np.ndarray] | None:
   """The portable artefact of a trained prompt method, after folding: {'prompt': [P, d]} or
-  {'<kind>_key' | '<kind>_value': [layers, P, h, k]}; None for model tuning / prompt design.
+  {'<kind>_key' | '<kind>_value': [layers, P, h, k]}; None for a plain T5.
   `params` needs only the method's subtree (`prompt` or `prefix`), frozen parts included (a
   projector's source prompt). Call it on every host."""
   model, params = for_inference(model, params)

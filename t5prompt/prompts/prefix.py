@@ -124,14 +124,14 @@ class Prefix(nn.Module):
       prefixes[kind] = PrefixKV(key, value, self._padding_bias(kind))
     return prefixes
 
-
-def fold(module: Prefix, params: dict) -> tuple[Prefix, dict]:
-  """Prefix tuning's MLP computed away: (direct module, its params) with identical prefixes.
-
-  `params` is the module's own subtree (the model's `params['prefix']`)."""
-  prefixes = module.apply({'params': params})
-  folded = {}
-  for kind, prefix in prefixes.items():
-    folded[f'{kind}_key'] = prefix.key
-    folded[f'{kind}_value'] = prefix.value
-  return module.clone(reparam_hidden=0, parent=None), folded
+  def folded(self, params: dict) -> tuple['Prefix', dict]:
+    """Prefix tuning's MLP computed away: (direct module, its params) with identical prefixes;
+    direct prefixes as they are. `params` is the module's own subtree (`params['prefix']`)."""
+    if not self.reparam_hidden:
+      return self, params
+    prefixes = self.clone(parent=None).apply({'params': params})
+    folded = {}
+    for kind, prefix in prefixes.items():
+      folded[f'{kind}_key'] = prefix.key
+      folded[f'{kind}_value'] = prefix.value
+    return self.clone(reparam_hidden=0, parent=None), folded

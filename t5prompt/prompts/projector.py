@@ -9,21 +9,23 @@ import jax
 from flax import linen as nn
 
 from t5prompt.prompts.prefix import torch_linear_init
-from t5prompt.prompts.soft_prompt import PROMPT_AXES, prepend
+from t5prompt.prompts.soft_prompt import PROMPT_AXES, Initializer, SoftPrompt, prepend
 
 
 class ProjectedPrompt(nn.Module):
   """Params (under the model's `prompt/`): `source` [P, d_source] (frozen: the transferred
-  prompt), `projector_in` [d_source, H] + bias, `projector_out` [H, d_model] + bias."""
+  prompt, set by `source_init`), `projector_in` [d_source, H] + bias, `projector_out`
+  [H, d_model] + bias."""
   length: int
   source_dim: int
   hidden: int = 512
+  source_init: Initializer = nn.initializers.zeros
 
   @nn.compact
   def produce_prompt(self, d_model: int) -> jax.Array:
     replicated = ('prompt_embed', 'prefix_mlp')
     source = self.param('source', nn.with_logical_partitioning(
-        nn.initializers.zeros, PROMPT_AXES), (self.length, self.source_dim))
+        self.source_init, PROMPT_AXES), (self.length, self.source_dim))
     w_in = self.param('projector_in', nn.with_logical_partitioning(
         torch_linear_init(self.source_dim), replicated), (self.source_dim, self.hidden))
     b_in = self.param('projector_in_bias', nn.with_logical_partitioning(
@@ -36,3 +38,9 @@ class ProjectedPrompt(nn.Module):
 
   def __call__(self, embedded: jax.Array, mask: jax.Array):
     return prepend(self.produce_prompt(embedded.shape[-1]), embedded, mask)
+
+  def folded(self, params: dict, d_model: int) -> tuple[SoftPrompt, dict]:
+    """The projection run once: a plain soft prompt with the same outputs."""
+    prompt = self.clone(parent=None).apply({'params': params}, d_model,
+                                           method=ProjectedPrompt.produce_prompt)
+    return SoftPrompt(self.length, parent=None), {'prompt': prompt}

@@ -34,12 +34,21 @@ class SoftPrompt(nn.Module):
   init_fn: Initializer = uniform_init()
 
   @nn.compact
-  def __call__(self, embedded: jax.Array, mask: jax.Array):
+  def produce_prompt(self, d_model: int) -> jax.Array:
+    """The prompt [P, d_model] (the param itself)."""
     if self.prompt_length <= 0:
       raise ValueError(f'prompt_length must be positive, got {self.prompt_length}.')
-    prompt = self.param('prompt', nn.with_logical_partitioning(self.init_fn, PROMPT_AXES),
-                        (self.prompt_length, embedded.shape[-1]))
-    return prepend(prompt, embedded, mask)
+    return self.param('prompt', nn.with_logical_partitioning(self.init_fn, PROMPT_AXES),
+                      (self.prompt_length, d_model))
+
+  def __call__(self, embedded: jax.Array, mask: jax.Array):
+    return prepend(self.produce_prompt(embedded.shape[-1]), embedded, mask)
+
+  def folded(self, params: dict, d_model: int) -> tuple['SoftPrompt', dict]:
+    """The inference form: this prompt as it is (nothing to fold), in a module without the
+    training-time initialiser, so every run's eval functions share one compilation."""
+    del d_model
+    return SoftPrompt(self.prompt_length, parent=None), params
 
 
 def prepend(prompt: jax.Array, embedded: jax.Array, mask: jax.Array):

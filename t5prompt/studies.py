@@ -1,4 +1,5 @@
-"""Pieces the paper's sweeps share: sizes, the two methods with their optimizers, tasks, seeds.
+"""What the paper's sweeps share (configs/sweeps/*.py): the sizes, the SuperGLUE tasks, the
+seeds, and the checkpoint each size and pre-training objective names.
 
 Checkpoints are hub ids (downloaded once by huggingface_hub) or local directories: set
 T5PROMPT_CHECKPOINTS to a directory holding `t5-<size>-lm-adapt/` etc. to run offline.
@@ -7,12 +8,10 @@ T5PROMPT_CHECKPOINTS to a directory holding `t5-<size>-lm-adapt/` etc. to run of
 import os
 
 SIZES = ('small', 'base', 'large', 'xl', 'xxl')
-SUPERGLUE = ('boolq', 'cb', 'copa', 'multirc', 'record', 'rte', 'wic', 'wsc')
+SUPERGLUE = tuple(f'superglue_{task}' for task in ('boolq', 'cb', 'copa', 'multirc', 'record',
+                                                   'rte', 'wic', 'wsc'))
 SEEDS = (0, 1, 2)
-
-PROMPT_TUNING = {'method': 'prompt_tuning'}  # the run config's defaults are the paper's
-MODEL_TUNING = {'method': 'model_tuning', 'optimizer.learning_rate': 1e-3,
-                'optimizer.weight_decay': 0.0, 'optimizer.factored': True}
+BASE_CONFIG = 'configs/prompt_tuning.py'  # the paper's prompt-tuning settings
 
 
 def checkpoint(size: str, objective: str = 'lm_adapt') -> dict:

@@ -14,37 +14,38 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import paper
 from t5prompt.prompts import similarity
+from t5prompt.report import paper
+from t5prompt.run_dir import ENSEMBLE, Result, RunDir
+
+SPOT_METHOD = 'prompt_tuning'  # SPoT transfers prompt-tuning prompts
 
 
-def _score(result: dict) -> float:
-  return result['metrics'][result['config']['task']['eval_splits'][0]]['score']
-
-
-def _source_task(result: dict) -> str | None:
-  init = result.get('init') or {}
+def _source_task(result: Result) -> str | None:
+  init = result.init or {}
   return (init.get('source') or {}).get('task') if init.get('name') == 'file' else None
 
 
-def transfer_pairs(runs: list[dict]) -> list[dict]:
+def transfer_pairs(runs: list[Result]) -> list[dict]:
   """One record per (size, target, source): mean transfer score, mean scratch score, gain and
   the similarity of the source prompt to the target's scratch prompt."""
   scratch, transfer, scratch_prompts, source_prompts = (collections.defaultdict(list),
                                                         collections.defaultdict(list), {}, {})
   for result in runs:
-    if result['method'] != 'prompt_tuning':
+    if result.method != SPOT_METHOD:
       continue
     source = _source_task(result)
-    key = (result['model_size'], result['task'])
+    key = (result.model_size, result.task)
     if source is None:
-      scratch[key].append(_score(result))
-      prompt_file = Path(result.get('path', '')) / 'prompt.npy'
-      if prompt_file.is_file() and key not in scratch_prompts:
-        scratch_prompts[key] = np.load(prompt_file)
+      scratch[key].append(result.score)
+      if key not in scratch_prompts:
+        try:
+          scratch_prompts[key] = RunDir(result.path).prompt()
+        except FileNotFoundError:
+          pass
     else:
-      transfer[key + (source,)].append(_score(result))
-      path = Path(result['init']['path'])
+      transfer[key + (source,)].append(result.score)
+      path = Path(result.init['path'])
       if path.is_file():
         source_prompts[key + (source,)] = np.load(path)
   pairs = []
@@ -67,7 +68,7 @@ def _spearman(x, y) -> float:
   return float(np.corrcoef(rank(x), rank(y))[0, 1])
 
 
-def transfer_tables(runs: list[dict]) -> str:
+def transfer_tables(runs: list[Result]) -> str:
   """The transfer section of the report in Markdown ('' when there are no transfer runs)."""
   pairs = transfer_pairs(runs)
   if not pairs:
@@ -107,7 +108,7 @@ def transfer_tables(runs: list[dict]) -> str:
 def ensemble_table(directory: str | Path) -> str:
   """Every ensemble.json (`t5prompt ensemble`) under `directory`, beside the paper's table."""
   rows = []
-  for path in sorted(Path(directory).rglob('ensemble.json')):
+  for path in sorted(Path(directory).rglob(ENSEMBLE)):
     record = json.loads(path.read_text())
     individual = record['individual_scores']
     rows.append(f'| {record["task"]} | {record["model_size"]} | {len(individual)} | '

@@ -20,38 +20,29 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import paper, transfer
+from t5prompt.prompts import methods
+from t5prompt.report import paper, transfer
+from t5prompt.run_dir import RESULT, Result, RunDir, find_results
 
-REQUIRED = ('model_size', 'method', 'task', 'seed', 'metrics', 'config')
 COLLAPSE_SHARE = 99.0  # % of predictions on one label: the run collapsed to a single class
 AVERAGE = 'SuperGLUE avg'
+# The paper's two series: the gap row is the first minus the second; robustness compares them.
+GAP = ('model_tuning', 'prompt_tuning')
 
 
-def collect(directory: str | Path) -> tuple[list[dict], list[str]]:
-  """Every readable result.json under `directory`; unreadable ones are named and skipped."""
+def collect(directory: str | Path) -> tuple[list[Result], list[str]]:
+  """Every readable result under `directory`; unreadable ones are named and skipped."""
   runs, skipped = [], []
-  for path in sorted(Path(directory).rglob('result.json')):
+  for run_dir in find_results(directory):
     try:
-      result = json.loads(path.read_text())
-      missing = [key for key in REQUIRED if key not in result]
-      if missing:
-        raise ValueError(f'missing {", ".join(missing)}')
-      if not result['metrics']:
+      result = run_dir.result()
+      if not result.metrics:
         raise ValueError('no metrics (no eval ran)')
-    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as error:
-      skipped.append(f'{path}: {error}')
+    except (json.JSONDecodeError, ValueError, TypeError, UnicodeDecodeError) as error:
+      skipped.append(f'{run_dir / RESULT}: {error}')
       continue
-    result['path'] = str(path.parent)
     runs.append(result)
   return runs, skipped
-
-
-def in_domain(result: dict) -> str:
-  return result['config']['task']['eval_splits'][0]
-
-
-def series_of(result: dict) -> str:
-  return result.get('series') or result['method']
 
 
 def _mean_std(values) -> tuple[float, float, int]:
@@ -60,27 +51,27 @@ def _mean_std(values) -> tuple[float, float, int]:
   return float(np.mean(values)), std, len(values)
 
 
-def scale_cells(runs: list[dict]) -> dict:
+def scale_cells(runs: list[Result]) -> dict:
   """{(series, size, task): (mean, std, n)} of in-domain scores, plus the SuperGLUE average
   (per seed, the mean over the SuperGLUE tasks that seed has; then mean ± std over seeds)."""
   scores = collections.defaultdict(list)
   per_seed = collections.defaultdict(lambda: collections.defaultdict(list))
   for result in runs:
-    key = (series_of(result), result['model_size'])
-    score = result['metrics'][in_domain(result)]['score']
-    scores[key + (result['task'],)].append(score)
-    if result['task'].startswith('superglue_'):
-      per_seed[key][result['seed']].append(score)
+    key = (result.series_name, result.model_size)
+    score = result.score
+    scores[key + (result.task,)].append(score)
+    if result.task.startswith('superglue_'):
+      per_seed[key][result.seed].append(score)
   cells = {key: _mean_std(values) for key, values in scores.items()}
   for key, seeds in per_seed.items():
     cells[key + (AVERAGE,)] = _mean_std([np.mean(v) for v in seeds.values()])
   return cells
 
 
-def sizes_in_order(runs: list[dict]) -> list[str]:
+def sizes_in_order(runs: list[Result]) -> list[str]:
   params = {}
   for result in runs:
-    params[result['model_size']] = result.get('num_params', 0)
+    params[result.model_size] = result.num_params
   return sorted(params, key=lambda size: (params[size], size))
 
 
@@ -91,12 +82,12 @@ def _fmt(cell) -> str:
   return f'{mean:.1f} ± {std:.1f} ({n})'
 
 
-def scale_table(runs: list[dict]) -> tuple[list[str], list[list[str]], dict]:
+def scale_table(runs: list[Result]) -> tuple[list[str], list[list[str]], dict]:
   """(header, rows, cells) of the scale table; rows per (task, series), the gap, the paper."""
   cells = scale_cells(runs)
   sizes = sizes_in_order(runs)
-  series = sorted({series_of(r) for r in runs})
-  tasks = sorted({r['task'] for r in runs})
+  series = sorted({r.series_name for r in runs})
+  tasks = sorted({r.task for r in runs})
   if sum(t.startswith('superglue_') for t in tasks) > 1:
     tasks.append(AVERAGE)
   header = ['task', 'series'] + sizes
@@ -104,14 +95,13 @@ def scale_table(runs: list[dict]) -> tuple[list[str], list[list[str]], dict]:
   for task in tasks:
     for name in series:
       rows.append([task, name] + [_fmt(cells.get((name, size, task))) for size in sizes])
-    if {'model_tuning', 'prompt_tuning'} <= set(series):
+    if set(GAP) <= set(series):
       gap = []
       for size in sizes:
-        model = cells.get(('model_tuning', size, task))
-        prompt = cells.get(('prompt_tuning', size, task))
-        gap.append(f'{model[0] - prompt[0]:+.1f}' if model and prompt else '')
+        first, second = (cells.get((name, size, task)) for name in GAP)
+        gap.append(f'{first[0] - second[0]:+.1f}' if first and second else '')
       rows.append([task, 'gap (model - prompt tuning)'] + gap)
-  if any(paper.scale('prompt_tuning', size) is not None for size in sizes):
+  if any(paper.scale(GAP[1], size) is not None for size in sizes):
     for name in paper.SCALE:
       rows.append([f'{AVERAGE} (paper)', name] + [
           f'{paper.scale(name, size):.1f}' if paper.scale(name, size) is not None else ''
@@ -148,16 +138,16 @@ def paper_table() -> tuple[list[str], list[list[str]]]:
   return header, [[name] + [f'{v:.1f}' for v in values] for name, values in paper.SCALE.items()]
 
 
-def scale_plot(runs: list[dict], cells: dict, output: Path) -> list[Path]:
+def scale_plot(runs: list[Result], cells: dict, output: Path) -> list[Path]:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  tasks = {r['task'] for r in runs}
+  tasks = {r.task for r in runs}
   task = AVERAGE if sum(t.startswith('superglue_') for t in tasks) > 1 else sorted(tasks)[0]
-  params = {r['model_size']: r.get('num_params', 0) for r in runs}
+  params = {r.model_size: r.num_params for r in runs}
   figure, axis = plt.subplots(figsize=(7, 4.5))
   colors = {}
-  for index, name in enumerate(sorted({series_of(r) for r in runs})):
+  for index, name in enumerate(sorted({r.series_name for r in runs})):
     points = sorted((params[size], *cells[(name, size, task)][:2])
                     for (s, size, t) in cells if s == name and t == task)
     if not points:
@@ -166,10 +156,10 @@ def scale_plot(runs: list[dict], cells: dict, output: Path) -> list[Path]:
     line = axis.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=f'{name} (t5prompt)')
     colors[name] = line[0].get_color()
   for name, values in paper.SCALE.items():
-    if name in ('model_tuning', 'prompt_tuning'):
+    if name in GAP:
       axis.plot([paper.PARAMS[s] for s in paper.SIZES], values, linestyle='--', marker='x',
                 color=colors.get(name), alpha=0.7, label=f'{name} (paper, SuperGLUE)')
-  if any(name.startswith('prompt_design') for name in colors):
+  if any(not methods.get(r.method).trains for r in runs):  # an untrained baseline is drawn
     low, high = paper.GPT3_PROMPT_DESIGN
     axis.axhspan(low, high, color='grey', alpha=0.12,
                  label=f'GPT-3 prompt design (paper, SuperGLUE {low}-{high})')
@@ -187,24 +177,23 @@ def scale_plot(runs: list[dict], cells: dict, output: Path) -> list[Path]:
   return paths
 
 
-def robustness_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+def robustness_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
   """Per eval set of runs that evaluate beyond their own task: model vs prompt tuning, delta,
   with the paper's values where the set is one of its domain-shift sets."""
   values = collections.defaultdict(list)
   for result in runs:
-    for name, metrics in result['metrics'].items():
+    for name, metrics in result.metrics.items():
       if ':' in name:  # a domain-shift set, `task:split`
-        values[(result['model_size'], result['task'], name, result['method'])].append(
+        values[(result.model_size, result.task, name, result.method)].append(
             metrics['score'])
-      elif name == in_domain(result) and result['config']['task']['extra_evals']:
-        values[(result['model_size'], result['task'], f'{result["task"]} (in-domain)',
-                result['method'])].append(metrics['score'])
+      elif name == result.in_domain and result.config['task']['extra_evals']:
+        values[(result.model_size, result.task, f'{result.task} (in-domain)',
+                result.method)].append(metrics['score'])
   header = ['size', 'trained on', 'eval set', 'model tuning', 'prompt tuning', 'delta',
             'paper model', 'paper prompt']
   rows = []
   for size, task, name in sorted({key[:3] for key in values}):
-    model = values.get((size, task, name, 'model_tuning'))
-    prompt = values.get((size, task, name, 'prompt_tuning'))
+    model, prompt = (values.get((size, task, name, method)) for method in GAP)
     model_cell, prompt_cell = (_mean_std(v) if v else None for v in (model, prompt))
     delta = f'{prompt_cell[0] - model_cell[0]:+.1f}' if model_cell and prompt_cell else ''
     eval_task = name.split(':')[0].replace(' (in-domain)', '')
@@ -216,54 +205,51 @@ def robustness_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
   return header, rows
 
 
-def collapsed(result: dict) -> bool:
-  metrics = result['metrics'][in_domain(result)]
+def collapsed(result: Result) -> bool:
+  metrics = result.metrics[result.in_domain]
   return metrics.get('majority_prediction_share', 0.0) >= COLLAPSE_SHARE
 
 
-def runs_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+def runs_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
   header = ['size', 'series', 'task', 'seed', 'eval set', 'score', 'best step', 'collapsed',
             'path']
   rows = []
-  for result in sorted(runs, key=lambda r: (r['model_size'], series_of(r), r['task'], r['seed'])):
-    for name, metrics in result['metrics'].items():
-      rows.append([result['model_size'], series_of(result), result['task'], str(result['seed']),
-                   name, f'{metrics["score"]:.2f}', str(result.get('best_step')),
-                   'yes' if name == in_domain(result) and collapsed(result) else '',
-                   result['path']])
+  for result in sorted(runs, key=lambda r: (r.model_size, r.series_name, r.task, r.seed)):
+    for name, metrics in result.metrics.items():
+      rows.append([result.model_size, result.series_name, result.task, str(result.seed),
+                   name, f'{metrics["score"]:.2f}', str(result.best_step),
+                   'yes' if name == result.in_domain and collapsed(result) else '',
+                   result.path])
   return header, rows
 
 
-def methods_rows(runs: list[dict]) -> tuple[list[str], list[list[str]]]:
+def methods_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
   """Per (series, size): the method, its trained and stored parameter counts (stored = what a
   task keeps after training: the folded prompt or prefix, or a whole model copy)."""
   seen = {}
   for result in runs:
-    key = (series_of(result), result['model_size'])
+    key = (result.series_name, result.model_size)
     seen.setdefault(key, result)
   header = ['series', 'method', 'size', 'trained params', 'stored params', '% of backbone']
   rows = []
   for (name, size), result in sorted(seen.items()):
-    trained = result.get('num_trainable_params', 0)
-    stored = result.get('num_stored_params', trained)
-    rows.append([name, result['method'], size, f'{trained:,}', f'{stored:,}',
-                 f'{100 * stored / result["num_params"]:.3f}' if result.get('num_params') else ''])
+    trained = result.num_trainable_params
+    stored = result.num_stored_params or trained
+    rows.append([name, result.method, size, f'{trained:,}', f'{stored:,}',
+                 f'{100 * stored / result.num_params:.3f}' if result.num_params else ''])
   return header, rows
 
 
-def prompt_words(runs: list[dict], positions: int = 5) -> str:
+def prompt_words(runs: list[Result], positions: int = 5) -> str:
   """What each trained input prompt "says": nearest vocabulary tokens of its first positions
   (from the run's prompt.json), one row per run."""
   lines = []
-  for result in sorted(runs, key=lambda r: (series_of(r), r['model_size'], r['task'], r['seed'])):
-    record_path = Path(result.get('path', '')) / 'prompt.json'
-    if not record_path.is_file():
-      continue
-    nearest = json.loads(record_path.read_text()).get('nearest_tokens')
+  for result in sorted(runs, key=lambda r: (r.series_name, r.model_size, r.task, r.seed)):
+    nearest = RunDir(result.path).prompt_record().get('nearest_tokens')
     if nearest:
       words = ' / '.join(' '.join(tokens[:3]) for tokens in nearest[:positions])
-      lines.append(f'| {series_of(result)} | {result["model_size"]} | {result["task"]} | '
-                   f'{result["seed"]} | {words} |')
+      lines.append(f'| {result.series_name} | {result.model_size} | {result.task} | '
+                   f'{result.seed} | {words} |')
   if not lines:
     return ''
   return '\n'.join([f'# Prompt words: nearest vocabulary tokens (cosine) of the first '
@@ -298,7 +284,7 @@ def write_report(directory: str | Path, output: str | Path | None = None) -> str
                                           + _markdown(robust_header, robust_rows))
     (output / 'robustness.csv').write_text(_csv(robust_header, robust_rows))
   method_header, method_rows = methods_rows(runs)
-  if len({r['method'] for r in runs}) > 1:
+  if len({r.method for r in runs}) > 1:
     markdown += ('\n## Methods: parameters trained and stored per task\n\n'
                  + _markdown(method_header, method_rows))
     (output / 'methods.csv').write_text(_csv(method_header, method_rows))

@@ -1,32 +1,21 @@
-"""The prompt-design baseline: a hand-written template on the frozen model, zero- or few-shot.
+"""Prompt design, the hand-written baseline: a template on the frozen model, zero- or few-shot.
 
 Nothing trains. Each eval example is its task's template question (`data.templates`), scored by
 rank classification over the verbalizer words. With `prompt.shots` = k > 0, k demonstrations
 (filled templates followed by their answers, drawn by `train.seed` from the task's few-shot
 split: FewGLUE's 32 examples where shipped, else train) are prepended to every example; when
 the input would exceed `task.input_length` the earliest demonstrations are dropped, never the
-question, and the run records how many fitted on average. The result has the train loop's
-result.json schema (steps 0, series 'prompt_design'), so sweeps and the report treat it as one
-more line.
+question, and the run records how many fitted on average. The train loop evaluates it like any
+untrained run (steps 0), so sweeps and the report treat it as one more line.
 """
 
-import json
-import sys
-import time
-from pathlib import Path
-
-import jax
 import numpy as np
 
-from t5prompt import atomic
 from t5prompt.data import pipeline
 from t5prompt.data.pipeline import EOS_ID, TokenizedSplit
 from t5prompt.data.sources import DataNotFoundError
-from t5prompt.data.vocab import get_vocabulary
-from t5prompt.evaluate import evaluate
-from t5prompt.models import T5
-from t5prompt.run_setup import (load_eval_sets, load_model_backbone, model_label, target_length,
-                                task_spec)
+from t5prompt.data.tasks import get_task_spec
+from t5prompt.data.templates import template_task
 
 DEMONSTRATION_SPLITS = ('fewglue_train', 'train')  # first one the task has
 
@@ -76,14 +65,10 @@ def _has_split(spec, split: str) -> bool:
   return True
 
 
-def run(config, workdir: str | Path) -> dict:
-  """Evaluates the template on the config's eval sets; writes result.json like a trained run."""
-  workdir = Path(workdir)
-  start = time.time()
-  backbone = load_model_backbone(config.model)
-  model = T5(backbone.config)
-  spec = task_spec(config)
-  eval_sets = load_eval_sets(config)
+def with_shots(config, eval_sets: dict) -> tuple[dict, dict]:
+  """The eval sets with `prompt.shots` demonstrations in front of every example, and the record
+  of the template and how many demonstrations fitted per set."""
+  spec = get_task_spec(template_task(config.task.name))
   shots_fitted = {}
   if config.prompt.shots:
     available = [s for s in DEMONSTRATION_SPLITS if _has_split(spec, s)]
@@ -91,34 +76,10 @@ def run(config, workdir: str | Path) -> dict:
       raise ValueError(f'{spec.name} has no few-shot split ({", ".join(DEMONSTRATION_SPLITS)}) '
                        'to draw demonstrations from; use prompt.shots=0.')
     demo_data = pipeline.load_tokenized(spec.name, available[0], config.task.input_length,
-                                        target_length(config, spec))
+                                        config.task.target_length or spec.target_length)
     demos = demonstrations(demo_data, config.prompt.shots, config.train.seed)
     for name, (set_spec, data) in list(eval_sets.items()):
       data, shots_fitted[name] = with_demonstrations(data, demos, config.task.input_length)
       eval_sets[name] = (set_spec, data)
-  print(f'prompt design: {spec.name}, {config.prompt.shots}-shot', file=sys.stderr)
-  metrics = evaluate(model, backbone.params, eval_sets, get_vocabulary(),
-                     config.train.eval_batch_size, config.train.max_eval_examples)
-  result = {
-      'config': json.loads(config.to_json()),
-      'model_size': model_label(config), 'num_params': int(sum(
-          x.size for x in jax.tree.leaves(backbone.params))),
-      'd_model': backbone.config.d_model, 'series': config.series or config.method,
-      'method': config.method, 'task': config.task.name, 'seed': config.train.seed,
-      'prompt_length': 0, 'init': {'name': 'template', 'template_task': spec.name,
-                                   'shots': config.prompt.shots,
-                                   'shots_fitted': shots_fitted},
-      'steps': 0, 'stopped_early': False, 'metrics': metrics, 'metric': spec.metric,
-      'best_step': 0, 'initial_metrics': None, 'num_trainable_params': 0,
-      'num_stored_params': 0,
-      'truncated': {name: [data.truncated_inputs, data.truncated_targets]
-                    for name, (_, data) in eval_sets.items()},
-      'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash},
-      'wall_time_s': time.time() - start,
-      'device_kind': jax.devices()[0].device_kind, 'num_devices': jax.device_count(),
-  }
-  if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(workdir / 'config.json', result['config'])
-    atomic.write_json(workdir / 'result.json', result)
-  return result
+  return eval_sets, {'name': 'template', 'template_task': spec.name,
+                     'shots': config.prompt.shots, 'shots_fitted': shots_fitted}

@@ -1,0 +1,63 @@
+"""The frozen backbone a run config names: a checkpoint (HF or t5prompt, local or hub), or a
+named size with random weights; with its source, content hash and vocabulary."""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from t5prompt.data.vocab import get_vocabulary
+from t5prompt.models import T5, T5Config, get_size
+from t5prompt.models.convert import load_backbone, params_hash
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+  config: T5Config
+  params: dict  # unboxed, float32 (or, for the planner, their abstract shapes)
+  source: str  # checkpoint path / hub id, or 'random:<size>:seed<N>'
+  params_hash: str
+
+  @property
+  def vocabulary(self) -> Any:
+    return get_vocabulary()
+
+
+def load_model_backbone(model_config) -> Backbone:
+  """The frozen backbone a config's `model` section names."""
+  overrides = dict(dtype=model_config.dtype, dropout_rate=model_config.dropout_rate,
+                   scan_layers=model_config.scan_layers, remat_policy=model_config.remat_policy)
+  if model_config.checkpoint:
+    config, params = load_backbone(model_config.checkpoint, **overrides)
+    source = model_config.checkpoint
+  else:
+    config = get_size(model_config.size).replace(**overrides)
+    tokens = jnp.ones((1, 8), jnp.int32)
+    params = nn.unbox(jax.jit(T5(config).init)(jax.random.key(model_config.init_seed),
+                                               tokens, tokens)['params'])
+    source = f'random:{model_config.size}:seed{model_config.init_seed}'
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  return Backbone(config, params, source, params_hash(params))
+
+
+def abstract_backbone(config: T5Config) -> Backbone:
+  """A backbone of shapes only (no weights, no compute): what the planner builds runs on."""
+  tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  shapes = jax.eval_shape(T5(config).init, jax.random.key(0), tokens, tokens)['params']
+  return Backbone(config, nn.unbox(shapes), f'shapes:{config}', '')
+
+
+def backbone_from_source(source: str) -> Backbone:
+  """The backbone a run or library entry records as its source (`random:<size>:seed<N>` or a
+  checkpoint), for evaluation: no dropout."""
+  from t5prompt.run_config import default_config  # pylint: disable=import-outside-toplevel
+  model_config = default_config().model
+  model_config.dropout_rate = 0.0
+  if source.startswith('random:'):
+    _, size, seed = source.split(':')
+    model_config.size, model_config.init_seed = size, int(seed.removeprefix('seed'))
+  else:
+    model_config.checkpoint = source
+  return load_model_backbone(model_config)

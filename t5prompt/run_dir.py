@@ -1,0 +1,279 @@
+"""A run directory: its files, its typed `Result`, the manifest a resume must match, the lock,
+and the exported prompt. The one module that names a run's files.
+
+  config.json      the config it ran            manifest.json  backbone source + hash, identity
+  metrics.jsonl    train and eval records       tensorboard/   the same as TensorBoard events
+  checkpoints/     latest-N (trainable + optimizer state + step + data position + RNG)
+  best/            the trainable params at the best dev score
+  prompt.npy       the best input prompt [P, d] (or prefix.npz: the folded prefixes)
+  prompt.json      the prompt's record (backbone, task, init, score, nearest tokens)
+  result.json      the outcome (written last, atomically)
+  failed.json      why a sweep's run failed (removed when it runs again)
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from t5prompt import atomic
+
+CONFIG = 'config.json'
+MANIFEST = 'manifest.json'
+METRICS = 'metrics.jsonl'
+RESULT = 'result.json'
+FAILED = 'failed.json'
+PROMPT = 'prompt.npy'
+PREFIX = 'prefix.npz'
+PROMPT_RECORD = 'prompt.json'
+LOCK = '.lock'
+ENSEMBLE = 'ensemble.json'  # `t5prompt ensemble`'s output directory holds it
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """What a finished run reports (`result.json`; the DESIGN contract)."""
+  config: dict  # the full config it ran
+  model_size: str
+  method: str
+  task: str
+  seed: int
+  metrics: dict  # {eval set: {metric: value, 'score': the task's official score}} at best_step
+  series: str = ''  # its line in reports ('' = the method)
+  num_params: int = 0  # the backbone's
+  d_model: int = 0
+  prompt_length: int = 0
+  init: dict | None = None  # the record of the prompt init that ran
+  steps: int = 0
+  stopped_early: bool = False
+  metric: str = ''
+  best_step: int | None = None
+  initial_metrics: dict | None = None  # the untrained prompt's (train.eval_at_start)
+  num_trainable_params: int = 0
+  num_stored_params: int = 0  # what the task keeps: the folded prompt/prefix or the model
+  truncated: dict = dataclasses.field(default_factory=dict)  # {split: [inputs, targets] cut}
+  backbone: dict = dataclasses.field(default_factory=dict)  # {'source', 'params_hash'}
+  wall_time_s: float = 0.0
+  device_kind: str = ''
+  num_devices: int = 0
+  path: str = dataclasses.field(default='', compare=False)  # the run it was read from; not saved
+
+  REQUIRED = ('model_size', 'method', 'task', 'seed', 'metrics', 'config')
+
+  @classmethod
+  def from_json(cls, record: dict, path: str = '') -> 'Result':
+    missing = [key for key in cls.REQUIRED if key not in record]
+    if missing:
+      raise ValueError(f'missing {", ".join(missing)}')
+    known = {field.name for field in dataclasses.fields(cls)} - {'path'}
+    return cls(**{key: value for key, value in record.items() if key in known}, path=path)
+
+  def to_json(self) -> dict:
+    record = dataclasses.asdict(self)
+    del record['path']
+    return record
+
+  @property
+  def series_name(self) -> str:
+    return self.series or self.method
+
+  @property
+  def in_domain(self) -> str:
+    """The eval set best-step selection used: the first of the task's eval splits."""
+    return self.config['task']['eval_splits'][0]
+
+  @property
+  def score(self) -> float:
+    return self.metrics[self.in_domain]['score']
+
+
+class RunDir:
+  """One run's directory (it need not exist yet)."""
+
+  def __init__(self, path: str | os.PathLike):
+    self.path = Path(path)
+
+  def __truediv__(self, name: str) -> Path:
+    return self.path / name
+
+  @property
+  def checkpoints(self) -> Path:
+    return self.path / 'checkpoints'
+
+  @property
+  def best(self) -> Path:
+    return self.path / 'best'
+
+  @property
+  def tensorboard(self) -> Path:
+    return self.path / 'tensorboard'
+
+  @property
+  def metrics(self) -> Path:
+    return self.path / METRICS
+
+  # --- the outcome ------------------------------------------------------------------------
+  def result(self) -> Result | None:
+    """The finished run's result; None when it has not finished (no result.json)."""
+    path = self.path / RESULT
+    if not path.is_file():
+      return None
+    return Result.from_json(json.loads(path.read_text()), str(self.path))
+
+  def finished(self, config) -> bool:
+    """Whether result.json holds a finished run of exactly this config."""
+    try:
+      result = self.result()
+    except (ValueError, json.JSONDecodeError):
+      return False
+    return result is not None and result.config == json.loads(config.to_json())
+
+  def write_result(self, result: Result) -> None:
+    atomic.write_json(self.path / RESULT, result.to_json())
+
+  def write_config(self, config) -> None:
+    atomic.write_json(self.path / CONFIG, json.loads(config.to_json()))
+
+  def config_record(self) -> dict:
+    path = self.path / CONFIG
+    if not path.is_file():
+      raise FileNotFoundError(f'{self.path} is not a run directory (no {CONFIG}); give the '
+                              '--workdir a `t5prompt train` wrote.')
+    return json.loads(path.read_text())
+
+  def record_failure(self, error: BaseException | str, **details) -> None:
+    """Why the run failed: an exception (with its traceback) or a message, and `details`."""
+    if isinstance(error, BaseException):
+      details['traceback'] = traceback.format_exc()
+      error = f'{type(error).__name__}: {error}'
+    atomic.write_json(self.path / FAILED, {'error': error, **details,
+                                           'time': time.strftime('%Y-%m-%d %H:%M:%S')})
+
+  def failure(self) -> dict | None:
+    path = self.path / FAILED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+  def clear_failure(self) -> None:
+    (self.path / FAILED).unlink(missing_ok=True)
+
+  # --- the manifest: what a resume must share with the run that wrote the checkpoints -----
+  def check_or_write_manifest(self, manifest: dict, write: bool = True) -> bool:
+    """Writes the manifest of a new run (if `write`: one host writes), or checks a resumed
+    run's against it. Returns True when the run directory already had one (a resume)."""
+    path = self.path / MANIFEST
+    if not path.exists():
+      if write:
+        atomic.write_json(path, manifest)
+      return False
+    saved = json.loads(path.read_text())
+    differences = _diff(saved, json.loads(json.dumps(manifest)))
+    if differences:
+      raise ValueError(
+          f'{self.path} holds a run of a different backbone or config; refusing to resume it:\n'
+          + '\n'.join(differences) + '\nUse a new --workdir, or rerun with the saved values.')
+    return True
+
+  # --- the lock ---------------------------------------------------------------------------
+  @contextlib.contextmanager
+  def lock(self, enabled: bool = True):
+    """Holds `<run>/.lock` while a process works here, so a second process on the same run
+    directory is refused rather than interleaving its writes (multi-host: only host 0)."""
+    if not enabled:
+      yield
+      return
+    self.path.mkdir(parents=True, exist_ok=True)
+    with open(self.path / LOCK, 'a+', encoding='utf-8') as handle:
+      try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError as error:
+        handle.seek(0)
+        holder = handle.read().strip()
+        raise WorkdirBusyError(f'{self.path} is in use by another t5prompt process ({holder}); '
+                               'wait for it to finish or stop it, or use another --workdir.'
+                               ) from error
+      handle.seek(0)
+      handle.truncate()
+      handle.write(f'pid {os.getpid()} on {os.uname().nodename}')
+      handle.flush()
+      try:
+        yield
+      finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+  # --- the exported prompt ----------------------------------------------------------------
+  def export_prompt(self, arrays: dict[str, np.ndarray], record: dict) -> Path:
+    """The portable prompt with its record beside it: `prompt.npy` (float32 [P, d]) for an
+    input prompt ({'prompt': array}), else `prefix.npz` ({'<kind>_key': [layers, P, heads,
+    d_kv], ...})."""
+    self.path.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.asarray(array, np.float32) for name, array in arrays.items()}
+    if list(arrays) == ['prompt']:
+      path = atomic.write_npy(self.path / PROMPT, arrays['prompt'])
+    else:
+      def write(name):
+        with open(name, 'wb') as stream:  # a stream: np.savez would add '.npz' to the temp name
+          np.savez(stream, **arrays)
+      path = atomic.write_bytes_with(self.path / PREFIX, write)
+    atomic.write_json(self.path / PROMPT_RECORD, {
+        **record, 'file': path.name, 'dtype': 'float32',
+        'shape': list(arrays['prompt'].shape) if 'prompt' in arrays else None,
+        'shapes': {name: list(array.shape) for name, array in arrays.items()}})
+    return path
+
+  def artefact_path(self, kind: str) -> Path:
+    """Where the exported artefact of a method's kind ('prompt' or 'prefix') lives."""
+    return self.path / (PROMPT if kind == 'prompt' else PREFIX)
+
+  def prompt(self) -> np.ndarray:
+    """The exported input prompt [P, d]."""
+    path = self.path / PROMPT
+    if not path.is_file():
+      raise FileNotFoundError(f'{self.path} exported no {PROMPT} (an unfinished run, or a '
+                              'method without an input prompt).')
+    return np.load(path)
+
+  def prompt_record(self) -> dict:
+    path = self.path / PROMPT_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another process holds the run directory."""
+  user_facing = True  # the CLI prints the message alone
+
+
+def _diff(saved: Any, current: Any, prefix: str = '') -> list[str]:
+  if isinstance(saved, dict) and isinstance(current, dict):
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+      lines += _diff(saved.get(key), current.get(key), f'{prefix}{key}.')
+    return lines
+  return [] if saved == current else [f'  {prefix[:-1]}: saved {saved!r}, now {current!r}']
+
+
+def manifest(config, backbone, uses_prompt: bool) -> dict[str, Any]:
+  """What a resumed run must share with the run that wrote the checkpoints."""
+  return {
+      'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash,
+                   'd_model': backbone.config.d_model},
+      'method': config.method,
+      'prompt': config.prompt.to_dict() if uses_prompt else None,
+      'task': {key: config.task[key] for key in ('name', 'train_split', 'input_length',
+                                                 'target_length')},
+      'mixture': list(config.task.mixture),
+      'optimizer': config.optimizer.to_dict(),
+      'model': {'dtype': config.model.dtype, 'dropout_rate': config.model.dropout_rate},
+      'train': {'batch_size': config.train.batch_size, 'seed': config.train.seed},
+  }
+
+
+def find_results(directory: str | os.PathLike) -> list[RunDir]:
+  """Every run directory under `directory` that holds a result (sorted by path)."""
+  return [RunDir(path.parent) for path in sorted(Path(directory).rglob(RESULT))]
