@@ -1,7 +1,9 @@
 """The frozen backbone a run config names: a checkpoint (HF or t5prompt, local or hub), or a
-named size with random weights; with its source, content hash and vocabulary."""
+named size with random weights; with its source, content hash and vocabulary (a checkpoint
+directory's own `spiece.model`, else `model.vocabulary`, else T5's)."""
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -10,19 +12,29 @@ from flax import linen as nn
 
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, T5Config, get_size
-from t5prompt.models.convert import load_backbone, params_hash
+from t5prompt.models.convert import VOCABULARY_FILE, load_backbone, params_hash
 
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
   config: T5Config
   params: dict  # unboxed, float32 (or, for the planner, their abstract shapes)
-  source: str  # checkpoint path / hub id, or 'random:<size>:seed<N>'
+  source: str  # checkpoint path / hub id, or 'random:<size>:seed<N>[:<vocabulary>]'
   params_hash: str
+  vocabulary_name: str = ''  # a `vocab.get_vocabulary` name or file; '' = T5's
 
   @property
   def vocabulary(self) -> Any:
-    return get_vocabulary()
+    return get_vocabulary(self.vocabulary_name)
+
+
+def _vocabulary_name(model_config) -> str:
+  """A checkpoint directory's own vocabulary file if it has one, else the config's."""
+  if model_config.checkpoint:
+    own = Path(model_config.checkpoint).expanduser() / VOCABULARY_FILE
+    if own.is_file():
+      return str(own)
+  return model_config.vocabulary
 
 
 def load_model_backbone(model_config) -> Backbone:
@@ -38,8 +50,10 @@ def load_model_backbone(model_config) -> Backbone:
     params = nn.unbox(jax.jit(T5(config).init)(jax.random.key(model_config.init_seed),
                                                tokens, tokens)['params'])
     source = f'random:{model_config.size}:seed{model_config.init_seed}'
+    if model_config.vocabulary:
+      source += f':{model_config.vocabulary}'
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
-  return Backbone(config, params, source, params_hash(params))
+  return Backbone(config, params, source, params_hash(params), _vocabulary_name(model_config))
 
 
 def abstract_backbone(config: T5Config) -> Backbone:
@@ -56,8 +70,9 @@ def backbone_from_source(source: str) -> Backbone:
   model_config = default_config().model
   model_config.dropout_rate = 0.0
   if source.startswith('random:'):
-    _, size, seed = source.split(':')
+    _, size, seed, *vocabulary = source.split(':', 3)
     model_config.size, model_config.init_seed = size, int(seed.removeprefix('seed'))
+    model_config.vocabulary = vocabulary[0] if vocabulary else ''
   else:
     model_config.checkpoint = source
   return load_model_backbone(model_config)

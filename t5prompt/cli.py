@@ -54,6 +54,19 @@ def _train(args) -> int:
   return 0
 
 
+def _pretrain(args) -> int:
+  from t5prompt import pretrain
+  from t5prompt import train as trainer
+  config = pretrain.load_config(args.config, args.overrides)  # validated before any compute
+  try:
+    directories = pretrain.run(config, args.workdir)
+  except trainer.Preempted as stopped:
+    print(f't5prompt pretrain: {stopped}', file=sys.stderr)
+    return trainer.PREEMPTED_EXIT_CODE
+  print(json.dumps(directories, indent=2))
+  return 0
+
+
 def _eval(args) -> int:
   from t5prompt.evaluate import evaluate_run
   print(json.dumps(evaluate_run(args.workdir, args.checkpoint, tuple(args.split or ())),
@@ -208,6 +221,17 @@ def _add_train(commands) -> None:
   command.set_defaults(run=_train)
 
 
+def _add_pretrain(commands) -> None:
+  command = commands.add_parser(
+      'pretrain', help='Pre-train a backbone on the shipped text (span corruption, then LM '
+      'adaptation); resumes if the workdir has one.',
+      epilog='Overrides follow as --config.span_corruption.train.steps=100.')
+  command.add_argument('--config', required=True, help='a configs/pretrain/*.py file, '
+                       'optionally with its argument: configs/pretrain/ladder.py:ladder-2')
+  command.add_argument('--workdir', required=True, help='where the two stages\' backbones go')
+  command.set_defaults(run=_pretrain)
+
+
 def _add_eval(commands) -> None:
   command = commands.add_parser('eval', help="Evaluate a run's best or latest checkpoint.")
   command.add_argument('--workdir', required=True)
@@ -353,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='t5prompt', description='Prompt methods on a frozen Flax T5, from Small to XXL.')
   commands = parser.add_subparsers(dest='command', required=True)
-  for add in (_add_convert, _add_smoke, _add_train, _add_eval, _add_peft, _add_data,
-              _add_library, _add_retrieve, _add_ensemble, _add_plan, _add_sweep, _add_report):
+  for add in (_add_convert, _add_smoke, _add_train, _add_pretrain, _add_eval, _add_peft,
+              _add_data, _add_library, _add_retrieve, _add_ensemble, _add_plan, _add_sweep,
+              _add_report):
     add(commands)
   return parser
 
@@ -362,9 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   argv, overrides = _split_config_overrides(list(sys.argv[1:] if argv is None else argv))
   args = build_parser().parse_args(argv)
-  if overrides and args.command != 'train':
+  if overrides and args.command not in ('train', 'pretrain'):
     print(f't5prompt {args.command}: error: config overrides ({overrides[0]}, ...) are for '
-          '`train` only', file=sys.stderr)
+          '`train` and `pretrain` only', file=sys.stderr)
     return 2
   args.overrides = overrides
   try:

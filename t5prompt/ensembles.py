@@ -42,8 +42,9 @@ def evaluate_ensemble(run_dirs: list[str | Path], output: str | Path = '',
     raise ValueError(f'{spec.name} is not a classification task; ensembles vote over labels.')
   split = first.in_domain
   target_length = task_config['target_length'] or spec.target_length
-  data = pipeline.load_tokenized(spec.name, split, task_config['input_length'], target_length)
   backbone = backbone_from_source(first.backbone['source'])
+  data = pipeline.load_tokenized(spec.name, split, task_config['input_length'], target_length,
+                                 backbone.vocabulary)
   prompts = [prompt for _, prompt in runs]
   model = T5(backbone.config, prompt=PromptBank(len(prompts), prompts[0].shape[0]))
   params = {**backbone.params, 'prompt': bank_from_prompts(prompts)}

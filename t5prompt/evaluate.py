@@ -56,7 +56,8 @@ def predict(model, params, data: TokenizedSplit, spec: TaskSpec, vocabulary, bat
     targets = label_targets(spec, vocabulary, data.targets.shape[1])
     predictions = []
     for batch, count in eval_batches(data, batch_size, max_examples):
-      scores = decode.rank_scores(model, params, batch['inputs'], targets)
+      scores = decode.rank_scores(model, params, batch['inputs'], targets,
+                                  length_normalized=spec.rank_scoring == 'mean')
       predictions.append(to_host(scores).argmax(axis=-1)[:count])
     return np.concatenate(predictions).astype(np.int32)
   if spec.eval_mode == 'decode':
@@ -66,10 +67,44 @@ def predict(model, params, data: TokenizedSplit, spec: TaskSpec, vocabulary, bat
   raise ValueError(f'Unknown eval_mode {spec.eval_mode!r}; use "rank" or "decode".')
 
 
+def _derangement(count: int, seed: int = 0) -> np.ndarray:
+  """A fixed random permutation of range(count) that moves every index (each example to the
+  next one along a random cycle through all of them)."""
+  order = np.random.RandomState(seed).permutation(count)
+  others = np.empty(count, np.int64)
+  others[order] = np.roll(order, -1)
+  return others
+
+
+def language_model_metrics(model, params, data: TokenizedSplit, batch_size: int,
+                           max_examples: int = 0) -> dict[str, float]:
+  """Held-out loss (mean token NLL, nats) of the targets given their own inputs, and given
+  another example's input (a fixed random pairing: neighbours in a split are often the same
+  document's next chunk, which would hide what the input tells): `reliance` is the difference,
+  how much the decoder reads its encoder (0: not at all). `score` is -loss."""
+  count = min(len(data), max_examples) if max_examples else len(data)
+  others = _derangement(count)
+  shuffled = TokenizedSplit(data.task, data.split, data.inputs[others], data.targets[:count],
+                            data.labels[:count], 0, 0, data.records[:count])
+  totals = []
+  for split in (data, shuffled):
+    log_likelihood = 0.0
+    for batch, rows in eval_batches(split, batch_size, count):
+      scores = decode.score_targets(model, params, batch['inputs'], batch['targets'])
+      log_likelihood += float(to_host(scores)[:rows].sum())
+    totals.append(-log_likelihood / int((data.targets[:count] > 0).sum()))
+  loss, shuffled_loss = totals
+  return {'loss': loss, 'shuffled_loss': shuffled_loss, 'reliance': shuffled_loss - loss,
+          'num_examples': count, 'score': -loss}
+
+
 def evaluate(model, params, eval_sets: dict[str, tuple[TaskSpec, TokenizedSplit]], vocabulary,
              batch_size: int, max_examples: int = 0) -> dict[str, dict[str, float]]:
   results = {}
   for name, (spec, data) in eval_sets.items():
+    if spec.eval_mode == 'loss':
+      results[name] = language_model_metrics(model, params, data, batch_size, max_examples)
+      continue
     predictions = predict(model, params, data, spec, vocabulary, batch_size, max_examples)
     results[name] = metrics.compute(spec.metric, predictions, data.records[:len(predictions)])
   return results
@@ -96,7 +131,8 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
       step, trainable = _restore(checkpoints, run, which, workdir)
     finally:
       checkpoints.close()
-    metrics = evaluate(*run.for_inference(trainable), load_eval_sets(config, splits),
+    metrics = evaluate(*run.for_inference(trainable),
+                       load_eval_sets(config, backbone.vocabulary, splits),
                        backbone.vocabulary, config.train.eval_batch_size)
   return {'workdir': str(workdir), 'checkpoint': which, 'step': step, 'metrics': metrics}
 

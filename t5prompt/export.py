@@ -1,21 +1,71 @@
-"""A finished run's prompt for other tools, and theirs for ours: PEFT adapters.
+"""What a run leaves for other runs and tools.
 
-`export_peft` writes the adapter PEFT's `PeftModel.from_pretrained` loads for a run's exported
-artefact (a prompt as a prompt-tuning adapter, folded prefixes as a prefix-tuning adapter);
-`import_peft` turns a PEFT prompt-tuning adapter into a prompt file for `prompt.init=file`.
+  * `export_prompt`: the trained prompt or prefix (run_dir's prompt.npy / prefix.npz) with its
+    record and, for a prompt, what it "says" (nearest vocabulary tokens);
+  * `export_backbone`: a model-tuned run's weights as a backbone checkpoint (`model.checkpoint`
+    names it), with its vocabulary and record, including its measured encoder reliance;
+  * `export_peft` / `import_peft`: a run's artefact as the adapter PEFT's
+    `PeftModel.from_pretrained` loads (a prompt as a prompt-tuning adapter, folded prefixes as
+    a prefix-tuning adapter), and a PEFT prompt-tuning adapter as a prompt file.
 """
 
 import os
 from pathlib import Path
 
+import jax
 import numpy as np
 
-from t5prompt import atomic
-from t5prompt.models import get_size
-from t5prompt.models.convert import load_backbone
+from t5prompt import atomic, optim
+from t5prompt.backbone import Backbone
+from t5prompt.data import pipeline
+from t5prompt.data.pretraining import RELIANCE_TASK
+from t5prompt.data.tasks import get_task_spec
+from t5prompt.evaluate import language_model_metrics
+from t5prompt.models import T5, get_size
+from t5prompt.models.convert import load_backbone, save_t5prompt
 from t5prompt.prompts import methods, peft_format
+from t5prompt.prompts.interpret import nearest_tokens
 from t5prompt.run_config import load_run_config
 from t5prompt.run_dir import RunDir
+from t5prompt.run_setup import model_label, task_spec
+
+
+def export_prompt(run_dir: RunDir, artefact: dict, backbone: Backbone, record: dict) -> Path:
+  """The best prompt or prefix with its record (a prompt's nearest tokens added)."""
+  if 'prompt' in artefact:  # what the prompt "says": its nearest vocabulary tokens
+    record = {**record, 'nearest_tokens': nearest_tokens(
+        artefact['prompt'], backbone.params['token_embedder']['embedding'], backbone.vocabulary)}
+  return run_dir.export_prompt(artefact, record)
+
+
+def export_backbone(config, model: T5, params: dict, run_dir: RunDir, backbone: Backbone,
+                    record: dict) -> None:
+  """The params as a backbone checkpoint in `run_dir` (with the vocabulary it was trained with)
+  and its record: the text, the steps (`record`), losses, and the encoder reliance measured on
+  the held-out prefix LM (what prompt methods need: a decoder that reads its input)."""
+  held_out = pipeline.load_tokenized(RELIANCE_TASK, 'validation', config.task.input_length,
+                                     get_task_spec(RELIANCE_TASK).target_length,
+                                     backbone.vocabulary)
+  language_model = language_model_metrics(model, params, held_out, config.train.eval_batch_size,
+                                          config.train.max_eval_examples)
+  params = jax.device_get(params)
+  vocabulary_file = backbone.vocabulary.sentencepiece_model_file
+  digest = save_t5prompt(run_dir.path, backbone.config, params, vocabulary_file)
+  spec = task_spec(config)
+  losses = run_dir.train_losses()
+  run_dir.write_backbone_record({
+      'encoder_reliance': language_model['reliance'],
+      'held_out_lm_loss': language_model['loss'],
+      'shuffled_input_lm_loss': language_model['shuffled_loss'],
+      'reliance_examples': language_model['num_examples'],
+      'train_loss': {'first': losses[0][1], 'last': losses[-1][1]} if losses else None,
+      'params_hash': digest, 'size': model_label(config),
+      'num_params': optim.num_elements(params),
+      'num_non_embedding_params': optim.num_non_embedding(params),
+      'trained_from': backbone.source, 'task': spec.name, 'text': spec.description,
+      'data': spec.source.locate(config.task.train_split),
+      'vocabulary': Path(vocabulary_file).name, 'vocab_size': backbone.vocabulary.vocab_size,
+      'batch_size': config.train.batch_size, **record})
 
 
 def export_peft(workdir: str | os.PathLike, output: str | os.PathLike,

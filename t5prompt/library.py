@@ -148,7 +148,8 @@ def zero_shot_scores(backbone, task: str, prompts: list[np.ndarray], max_example
   """Each candidate prompt's dev score on `task` before any training (best of top-k picks the
   highest)."""
   spec = get_task_spec(task)
-  data = pipeline.load_tokenized(task, 'validation', input_length, spec.target_length)
+  data = pipeline.load_tokenized(task, 'validation', input_length, spec.target_length,
+                                 backbone.vocabulary)
   scores = []
   for prompt in prompts:
     model = T5(backbone.config, prompt=SoftPrompt(prompt.shape[0]))

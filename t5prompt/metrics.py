@@ -158,8 +158,15 @@ TEXT_METRICS = ('squad', 'record')  # take decoded strings, not label indices
 
 
 def compute(metric: str, predictions, records: Records) -> dict:
+  """The metric's values (scores in percent); label metrics also give `majority_baseline`, the
+  score of always answering the records' most frequent label (what a collapsed run gets)."""
   if len(predictions) != len(records):
     raise ValueError(f'{len(predictions)} predictions for {len(records)} records.')
   if metric not in METRICS:
     raise ValueError(f'Unknown metric {metric!r}; known: {", ".join(METRICS)}.')
-  return METRICS[metric](predictions, records)
+  values = METRICS[metric](predictions, records)
+  if metric not in TEXT_METRICS:
+    labels = _labels(records)
+    majority = np.full(len(labels), np.bincount(labels).argmax())
+    values['majority_baseline'] = METRICS[metric](majority, records)['score']
+  return values

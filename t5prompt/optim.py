@@ -106,3 +106,10 @@ def global_norm(tree) -> jax.Array:
 
 def num_elements(tree) -> int:
   return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def num_non_embedding(params) -> int:
+  """A T5's parameters without the token embeddings and the untied LM head (the transformer
+  proper: what grows with depth and width, not with the vocabulary)."""
+  head = params['decoder'].get('logits_dense', {})
+  return num_elements(params) - num_elements(params['token_embedder']) - num_elements(head)

@@ -16,10 +16,12 @@ import ml_collections
 from t5prompt.prompts import methods
 from t5prompt.prompts.prefix import ATTENTION_KINDS
 from t5prompt.prompts.prompt_encoder import ENCODER_KINDS
+from t5prompt.data.vocab import check_name as check_vocabulary
 from t5prompt.run_dir import RunDir
 
 DTYPES = ('float32', 'bfloat16')
 EVAL_MODES = ('', 'rank', 'decode')
+RANK_SCORINGS = ('sum', 'mean')
 
 
 def default_config(method: str = 'prompt_tuning') -> ml_collections.ConfigDict:
@@ -55,6 +57,9 @@ def _model_config() -> ml_collections.ConfigDict:
   model.checkpoint = ''  # HF dir / hub id / t5prompt dir; the frozen backbone
   model.label = ''  # the size's name in reports; '' = model.size (or the checkpoint's)
   model.init_seed = 0  # random backbones only
+  # Random backbones: 't5' ('' too), 'miniature-<pieces>' (trained on the shipped text) or a
+  # SentencePiece file. A checkpoint directory with its own spiece.model uses that one.
+  model.vocabulary = ''
   model.dtype = 'float32'  # compute dtype; params, prompt, optimizer state stay float32
   model.dropout_rate = 0.1
   model.scan_layers = True
@@ -88,6 +93,9 @@ def _task_config() -> ml_collections.ConfigDict:
   task.target_length = 0  # 0 = the task's own (8 for classification, 32 for QA)
   task.extra_evals = ()  # domain-shift sets, 'task:split' (e.g. 'mrqa_drop:validation')
   task.eval_mode = ''  # '' = the task's own (rank or decode)
+  # Rank classification scores each label by its summed token log-likelihood (T5's) or the mean
+  # (length-normalised: a sum favours short labels on a model that ignores its input).
+  task.rank_scoring = 'sum'  # sum | mean
   # More training tasks mixed in (examples-proportional), e.g. a generic SPoT source prompt or
   # multi-task model tuning; evaluation stays on task.name (and extra_evals).
   task.mixture = ()
@@ -121,18 +129,30 @@ def _train_config() -> ml_collections.ConfigDict:
   train.checkpoint_every = 1000
   train.keep_checkpoints = 2
   train.log_every = 50
+  # Write the best params as a backbone checkpoint in the run directory (model tuning only:
+  # pre-training, or a tuned model other runs start from), with its record (backbone.json).
+  train.export_backbone = False
   return train
 
 
-def _load_module(path: Path):
+def python_file(path: Path, function: str, returns: str):
+  """`function` of the Python file at `path` (a config: configs/*.py), after running it."""
   if not path.is_file():
     raise FileNotFoundError(f'No config file at {path}; configs live in configs/*.py.')
-  spec = importlib.util.spec_from_file_location(f'_t5prompt_config_{path.stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, 'get_config'):
-    raise ValueError(f'{path} must define get_config() returning a ConfigDict.')
-  return module
+  module_spec = importlib.util.spec_from_file_location(f'_t5prompt_{path.stem}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, function):
+    raise ValueError(f'{path} must define {function}() returning {returns}.')
+  return getattr(module, function)
+
+
+def config_from_file(spec: str | Path) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file, or `get_config(arg)` for `path.py:arg` (big_vision's
+  convention, e.g. configs/pretrain/ladder.py:ladder-2)."""
+  path, _, arg = str(spec).partition('.py:')
+  get_config = python_file(Path(path + '.py' if arg else path), 'get_config', 'a ConfigDict')
+  return get_config(arg) if arg else get_config()
 
 
 def _valid_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
@@ -195,7 +215,7 @@ def _field(config: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.
     node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
     raise ValueError(f'Unknown config key {key!r}. Valid keys: '
-                     f'{", ".join(_valid_keys(default_config()))}.')
+                     f'{", ".join(_valid_keys(config))}.')
   return node, leaf
 
 
@@ -211,6 +231,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   need(config.method in methods.METHODS,
        f'method must be one of {tuple(methods.METHODS)}, got {config.method!r}')
   need(config.model.dtype in DTYPES, f'model.dtype must be one of {DTYPES}')
+  try:
+    check_vocabulary(config.model.vocabulary)
+  except ValueError as error:
+    problems.append(f'model.vocabulary: {error}')
   need(0.0 <= config.model.dropout_rate < 1.0, 'model.dropout_rate must be in [0, 1)')
   need(config.prompt.length > 0,
        f'prompt.length must be positive, got {config.prompt.length}')
@@ -219,6 +243,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   need(config.task.input_length > 0, 'task.input_length must be positive')
   need(config.task.target_length >= 0, 'task.target_length must be >= 0 (0: the task\'s own)')
   need(config.task.eval_mode in EVAL_MODES, f'task.eval_mode must be one of {EVAL_MODES}')
+  need(config.task.rank_scoring in RANK_SCORINGS,
+       f'task.rank_scoring must be one of {RANK_SCORINGS}, got {config.task.rank_scoring!r}')
   need(config.optimizer.learning_rate > 0, 'optimizer.learning_rate must be positive')
   need(config.optimizer.warmup_steps >= 0, 'optimizer.warmup_steps must be >= 0')
   for key in ('steps', 'batch_size', 'eval_every', 'eval_batch_size', 'checkpoint_every',
@@ -245,7 +271,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
        f'prompt.encoder must be one of {ENCODER_KINDS}, got {config.prompt.encoder!r}')
   need(config.prompt.shots >= 0, 'prompt.shots must be >= 0')
   if config.method in methods.METHODS:
-    problems += methods.get(config.method).check(config)
+    method = methods.get(config.method)
+    problems += method.check(config)
+    need(method.trains_backbone or not config.train.export_backbone,
+         f'train.export_backbone needs a method that trains every weight (model_tuning), not '
+         f'{config.method}')
   if problems:
     raise ValueError('Invalid config:\n  ' + '\n  '.join(problems))
   _check_task(config)
@@ -266,7 +296,8 @@ def _check_task(config) -> None:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.ConfigDict:
-  config = _load_module(Path(path)).get_config()
+  """A run config file (configs/*.py) with `--config.key=value` overrides, validated."""
+  config = config_from_file(path)
   _check_keys(config, default_config())
   for override in overrides:
     apply_override(config, override)

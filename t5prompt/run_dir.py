@@ -35,6 +35,9 @@ PREFIX = 'prefix.npz'
 PROMPT_RECORD = 'prompt.json'
 LOCK = '.lock'
 ENSEMBLE = 'ensemble.json'  # `t5prompt ensemble`'s output directory holds it
+# An exported backbone's record (`train.export_backbone`): where it came from, on what text, its
+# losses and encoder reliance. Its weights are a t5prompt checkpoint (models.convert).
+BACKBONE_RECORD = 'backbone.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Result:
   metrics: dict  # {eval set: {metric: value, 'score': the task's official score}} at best_step
   series: str = ''  # its line in reports ('' = the method)
   num_params: int = 0  # the backbone's
+  num_non_embedding_params: int = 0  # the backbone's, without embeddings and LM head
   d_model: int = 0
   prompt_length: int = 0
   init: dict | None = None  # the record of the prompt init that ran
@@ -238,6 +242,20 @@ class RunDir:
       raise FileNotFoundError(f'{self.path} exported no {PROMPT} (an unfinished run, or a '
                               'method without an input prompt).')
     return np.load(path)
+
+  def write_backbone_record(self, record: dict) -> None:
+    atomic.write_json(self.path / BACKBONE_RECORD, record)
+
+  def backbone_record(self) -> dict:
+    path = self.path / BACKBONE_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+  def train_losses(self) -> list[tuple[int, float]]:
+    """(step, loss) of every train record in metrics.jsonl."""
+    if not self.metrics.is_file():
+      return []
+    records = [json.loads(line) for line in self.metrics.read_text().splitlines() if line]
+    return [(r['step'], r['loss']) for r in records if r['kind'] == 'train']
 
   def prompt_record(self) -> dict:
     path = self.path / PROMPT_RECORD

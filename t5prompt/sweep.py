@@ -11,7 +11,6 @@ result of exactly its config.
 """
 
 import dataclasses
-import importlib.util
 import itertools
 import shlex
 import subprocess
@@ -22,7 +21,9 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from t5prompt.run_config import load_config, set_field, validate, with_method
+from t5prompt import pretrain, train
+from t5prompt.models import get_size
+from t5prompt.run_config import load_config, python_file, set_field, validate, with_method
 from t5prompt.run_dir import FAILED, RunDir
 
 LAUNCHERS = ('local', 'print', 'slurm', 'tpu')
@@ -60,16 +61,13 @@ class Run:
 
   def finished(self) -> bool:
     if self.stage.pretrain:
-      from t5prompt import pretrain  # pylint: disable=import-outside-toplevel
       return pretrain.finished(self.config, self.workdir)
     return RunDir(self.workdir).finished(self.config)
 
   def execute(self) -> None:
     if self.stage.pretrain:
-      from t5prompt import pretrain  # pylint: disable=import-outside-toplevel
       pretrain.run(self.config, self.workdir)
     else:
-      from t5prompt import train  # pylint: disable=import-outside-toplevel
       train.train(self.config, self.workdir)
 
 
@@ -139,15 +137,7 @@ def _short_names(overrides: list[dict[str, Any]]) -> list[str]:
 def load_sweep(path: str | Path, workdir: str | Path) -> Sweep:
   """The sweep the config at `path` defines for `workdir` (a later stage may name an earlier
   stage's outputs there)."""
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'No sweep config at {path}; sweeps live in configs/sweeps/*.py.')
-  spec = importlib.util.spec_from_file_location(f'_t5prompt_sweep_{path.stem}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, 'get_sweep'):
-    raise ValueError(f'{path} must define get_sweep(workdir) returning a t5prompt.sweep.Sweep.')
-  return module.get_sweep(Path(workdir))
+  return python_file(Path(path), 'get_sweep', 'a t5prompt.sweep.Sweep')(Path(workdir))
 
 
 def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
@@ -175,11 +165,9 @@ def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
 
 def _validated(stage: Stage, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if stage.pretrain:
-    from t5prompt import pretrain  # pylint: disable=import-outside-toplevel
     return pretrain.validate(config)
   config = validate(config)
   if not config.model.checkpoint:
-    from t5prompt.models import get_size  # pylint: disable=import-outside-toplevel
     get_size(config.model.size)
   return config
 
@@ -193,7 +181,6 @@ def _status(done: int, failed: int, total: int, current: str = '') -> str:
 def run_local(expanded: list[Run], sweep_command: list[str], parallel: int = 1) -> dict:
   """Runs every unfinished run, stage by stage; a failure is written to the run's
   `failed.json` and the sweep goes on."""
-  from t5prompt.train import Preempted  # pylint: disable=import-outside-toplevel
   pending = [run for run in expanded if not run.finished()]
   done, failed = len(expanded) - len(pending), 0
   print(_status(done, failed, len(expanded)) + f' ({done} already finished, skipped)',
@@ -211,7 +198,7 @@ def run_local(expanded: list[Run], sweep_command: list[str], parallel: int = 1) 
       try:
         run.execute()
         done += 1
-      except Preempted:
+      except train.Preempted:
         raise
       except Exception as error:  # pylint: disable=broad-except  (recorded; the sweep goes on)
         failed += 1

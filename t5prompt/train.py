@@ -13,12 +13,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from t5prompt import optim
+from t5prompt import export, optim
 from t5prompt.backbone import Backbone, load_model_backbone
 from t5prompt.build import Run, build
 from t5prompt.checkpoints import RunCheckpoints
@@ -26,7 +25,6 @@ from t5prompt.data import pipeline
 from t5prompt.evaluate import evaluate
 from t5prompt.partitioning import Partitioning, make_partitioning
 from t5prompt.prompts import methods
-from t5prompt.prompts.interpret import nearest_tokens
 from t5prompt.run_dir import Result, RunDir, manifest
 from t5prompt.run_log import RunLog
 from t5prompt.run_setup import load_eval_sets, load_train_data, model_label, task_spec
@@ -128,8 +126,8 @@ def train(config, workdir: str | os.PathLike,
 def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool) -> Result | None:
   start_time = time.time()
   backbone = load_model_backbone(config.model)
-  train_data = load_train_data(config)
-  eval_sets = load_eval_sets(config)
+  train_data = load_train_data(config, backbone.vocabulary)
+  eval_sets = load_eval_sets(config, backbone.vocabulary)
   run = build(config, backbone, partitioning)
 
   run_dir.path.mkdir(parents=True, exist_ok=True)
@@ -269,7 +267,16 @@ def _finish(config, run: Run, loop: LoopState, best_trainable, backbone: Backbon
   if not is_writer:
     return None
   if artefact:
-    _export(config, run_dir, artefact, loop, backbone)
+    export.export_prompt(run_dir, artefact, backbone, {
+        'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash},
+        'task': config.task.name, 'method': config.method, 'init': loop.init,
+        'model_size': model_label(config), 'seed': config.train.seed,
+        'best_step': loop.best_step, 'best_score': loop.best_score,
+        'prompt_length': config.prompt.length})
+  if config.train.export_backbone:
+    export.export_backbone(config, run.model, run.params(best_trainable), run_dir, backbone, {
+        'steps': loop.step, 'best_step': loop.best_step, 'eval': loop.best_metrics,
+        'wall_time_s': wall_time_s})
   result = _result(
       config, backbone, metrics=loop.best_metrics, init=loop.init, steps=loop.step,
       best_step=loop.best_step, stopped_early=loop.stopped_early,
@@ -285,20 +292,6 @@ def _finish(config, run: Run, loop: LoopState, best_trainable, backbone: Backbon
   return result
 
 
-def _export(config, run_dir: RunDir, artefact: dict, loop: LoopState, backbone: Backbone):
-  """The best prompt or prefix, with its record (and, for a prompt, its nearest tokens)."""
-  record = {
-      'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash},
-      'task': config.task.name, 'method': config.method, 'init': loop.init,
-      'model_size': model_label(config), 'seed': config.train.seed,
-      'best_step': loop.best_step, 'best_score': loop.best_score,
-      'prompt_length': config.prompt.length}
-  if 'prompt' in artefact:  # what the prompt "says": its nearest vocabulary tokens
-    record['nearest_tokens'] = nearest_tokens(
-        artefact['prompt'], backbone.params['token_embedder']['embedding'], backbone.vocabulary)
-  run_dir.export_prompt(artefact, record)
-
-
 def _truncated(eval_sets: dict) -> dict:
   """Per eval set, [inputs, targets] cut to the task's lengths."""
   return {name: [data.truncated_inputs, data.truncated_targets]
@@ -312,7 +305,9 @@ def _result(config, backbone: Backbone, *, metrics: dict, init: dict | None, ste
   uses_prompt = methods.get(config.method).uses_prompt
   return Result(
       config=json.loads(config.to_json()), model_size=model_label(config),
-      num_params=optim.num_elements(backbone.params), d_model=backbone.config.d_model,
+      num_params=optim.num_elements(backbone.params),
+      num_non_embedding_params=optim.num_non_embedding(backbone.params),
+      d_model=backbone.config.d_model,
       series=config.series or config.method, method=config.method, task=config.task.name,
       seed=config.train.seed, prompt_length=config.prompt.length if uses_prompt else 0,
       init=init, steps=steps, stopped_early=stopped_early, metrics=metrics,
@@ -330,9 +325,9 @@ def _evaluate_untrained(config, run_dir: RunDir, method: methods.Method,
   backbone = load_model_backbone(config.model)
   model, init = method.make_model(
       backbone.config, methods.PromptOptions.from_config(config.prompt), None)
-  eval_sets = load_eval_sets(config)
+  eval_sets = load_eval_sets(config, backbone.vocabulary)
   if method.prepare_eval:
-    eval_sets, init = method.prepare_eval(config, eval_sets)
+    eval_sets, init = method.prepare_eval(config, eval_sets, backbone.vocabulary)
   print(f'{config.method}: {task_spec(config).name}, evaluating (nothing trains)',
         file=sys.stderr)
   metrics = evaluate(model, backbone.params, eval_sets, backbone.vocabulary,

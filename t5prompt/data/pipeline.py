@@ -8,11 +8,13 @@ therefore just the step, and a resumed run sees exactly the batches it would hav
 """
 
 import dataclasses
+import functools
 from typing import Iterator
 
 import numpy as np
 
-from t5prompt.data.tasks import get_task_spec, register_tasks
+from t5prompt.data.spec import record
+from t5prompt.data.tasks import get_task_spec, seqio_task
 
 EOS_ID = 1
 
@@ -44,14 +46,20 @@ def _pad(sequences, length: int) -> tuple[np.ndarray, int]:
   return out, truncated
 
 
-def load_tokenized(task_name: str, split: str, input_length: int,
-                   target_length: int) -> TokenizedSplit:
-  """A split tokenized by its seqio Task, padded to fixed lengths, with its records."""
+def load_tokenized(task_name: str, split: str, input_length: int, target_length: int,
+                   vocabulary=None) -> TokenizedSplit:
+  """A split tokenized by its seqio Task (with `vocabulary`, default T5's), padded to fixed
+  lengths, with its records. Cached per process: callers must not modify it."""
+  spm_file = vocabulary.sentencepiece_model_file if vocabulary is not None else ''
+  return _load_tokenized(task_name, split, input_length, target_length, spm_file)
+
+
+@functools.cache
+def _load_tokenized(task_name: str, split: str, input_length: int, target_length: int,
+                    spm_file: str) -> TokenizedSplit:
   spec = get_task_spec(task_name)
-  register_tasks()
   spec.source.locate(split)  # a clear error naming where it looked, before TF gets involved
-  import seqio  # pylint: disable=import-outside-toplevel
-  task = seqio.get_mixture_or_task(task_name)
+  task = seqio_task(task_name, spm_file)
   # No sequence_length: append_eos_after_trim then only appends EOS, and _pad trims (counted).
   dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
   inputs, targets = [], []
@@ -59,6 +67,8 @@ def load_tokenized(task_name: str, split: str, input_length: int,
     inputs.append(example['inputs'])
     targets.append(example['targets'])
   records = spec.records(split)
+  if records is None:  # token-level examples have no text records
+    records = [record('', '') for _ in inputs]
   if not records:
     raise ValueError(f'{task_name} {split!r} has no examples.')
   if len(records) != len(inputs):

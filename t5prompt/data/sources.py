@@ -12,7 +12,21 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from t5prompt.data.vocab import data_dir
+
+
+def data_dir() -> Path:
+  """Where local data lives: $T5PROMPT_DATA_DIR, else the `shared/data` beside this checkout."""
+  if 'T5PROMPT_DATA_DIR' in os.environ:
+    return Path(os.environ['T5PROMPT_DATA_DIR']).expanduser()
+  return Path(__file__).resolve().parents[3] / 'shared' / 'data'
+
+
+def cache_dir() -> Path:
+  """Where derived data is kept between runs (trained vocabularies, the miniature's backbones):
+  $T5PROMPT_CACHE, else `.cache` in this checkout."""
+  if 'T5PROMPT_CACHE' in os.environ:
+    return Path(os.environ['T5PROMPT_CACHE']).expanduser()
+  return Path(__file__).resolve().parents[2] / '.cache'
 
 
 class DataNotFoundError(FileNotFoundError):

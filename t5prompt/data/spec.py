@@ -2,7 +2,7 @@
 release example becomes text-to-text records, its labels, metric and scoring mode."""
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 from t5prompt.data.sources import Source
 
@@ -16,19 +16,27 @@ class TaskSpec:
   name: str
   source: Source
   # (release example, split) -> records; `with_prefix` puts T5's benchmark name in front.
-  to_records: Callable[[dict, str, bool], list[Record]]
-  metric: str  # a name in t5prompt.metrics.METRICS
+  # None: a task made at the token level (pre-training), whose examples have no text records.
+  to_records: Optional[Callable[[dict, str, bool], list[Record]]]
+  metric: str  # a name in t5prompt.metrics.METRICS, or 'lm' (the held-out loss)
   label_names: tuple[str, ...] = ()  # verbalised labels (classification tasks)
-  eval_mode: str = 'rank'  # 'rank' (score every label) or 'decode' (greedy, then match)
+  # 'rank' (score every label), 'decode' (greedy, then match) or 'loss' (LM loss and reliance)
+  eval_mode: str = 'rank'
+  rank_scoring: str = 'sum'  # rank classification by the label's summed or mean log-likelihood
   target_length: int = 8
   with_prefix: bool = False
   description: str = ''
+  # seqio preprocessors after tokenization (a pre-training objective over the tokens).
+  token_preprocessors: tuple[Callable, ...] = ()
 
   @property
   def splits(self) -> tuple[str, ...]:
     return self.source.splits
 
-  def records(self, split: str) -> list[Record]:
+  def records(self, split: str) -> list[Record] | None:
+    """The split's text-to-text records (None for a token-level task)."""
+    if self.to_records is None:
+      return None
     out = []
     for example in self.source.rows(split):
       out.extend(self.to_records(example, split, self.with_prefix))

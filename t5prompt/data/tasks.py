@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import functools
 
-from t5prompt.data import glue, mrqa, superglue, templates
+from t5prompt.data import glue, mrqa, pretraining, superglue, templates
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.data.spec import TaskSpec
 from t5prompt.data.tf_setup import tensorflow
@@ -35,6 +35,7 @@ def task_specs() -> dict[str, TaskSpec]:
     full = name if name.startswith('paraphrase_') else f'glue_{name}'
     specs[full] = dataclasses.replace(spec, name=full)
   specs.update(templates.template_specs())
+  specs.update(pretraining.TASKS)
   return specs
 
 
@@ -51,27 +52,45 @@ def _dataset_fn(spec: TaskSpec):
   def dataset_fn(split, shuffle_files=False, seed=None):
     del shuffle_files, seed  # one file per split; shuffling is the pipeline's job
     records = spec.records(split)
+    if records is None:  # a token-level task: the documents' text, tokenized as targets
+      return tensorflow().data.Dataset.from_tensor_slices(
+          {'targets': [row['text'] for row in spec.source.rows(split)]})
     return tensorflow().data.Dataset.from_tensor_slices(
         {key: [r[key] for r in records] for key in ('inputs', 'targets', 'label')})
   return dataset_fn
 
 
+def _task_args(spec: TaskSpec, vocabulary) -> dict:
+  import seqio  # pylint: disable=import-outside-toplevel
+  return dict(
+      source=seqio.FunctionDataSource(_dataset_fn(spec), splits=spec.splits),
+      preprocessors=[seqio.preprocessors.tokenize, *spec.token_preprocessors,
+                     seqio.CacheDatasetPlaceholder(), seqio.preprocessors.append_eos_after_trim],
+      output_features={'inputs': seqio.Feature(vocabulary, add_eos=True),
+                       'targets': seqio.Feature(vocabulary, add_eos=True)})
+
+
+@functools.cache
+def seqio_task(name: str, spm_file: str = ''):
+  """The seqio Task `name`: with T5's vocabulary (spm_file '', the default) the registered
+  one, with another SentencePiece model (a backbone's own) the same task built on it."""
+  register_tasks()
+  import seqio  # pylint: disable=import-outside-toplevel
+  if not spm_file or spm_file == get_vocabulary().sentencepiece_model_file:
+    return seqio.get_mixture_or_task(name)
+  return seqio.Task(name, **_task_args(get_task_spec(name), get_vocabulary(spm_file)))
+
+
 @functools.cache
 def register_tasks() -> tuple[str, ...]:
-  """Registers every task and the SuperGLUE mixture with seqio (once); returns the task names."""
+  """Registers every task (with T5's vocabulary) and the SuperGLUE mixture with seqio (once);
+  returns the task names."""
   tensorflow()
   import seqio  # pylint: disable=import-outside-toplevel
   vocabulary = get_vocabulary()
-  features = {'inputs': seqio.Feature(vocabulary, add_eos=True),
-              'targets': seqio.Feature(vocabulary, add_eos=True)}
   for name, spec in task_specs().items():
-    if name in seqio.TaskRegistry.names():
-      continue
-    seqio.TaskRegistry.add(
-        name, source=seqio.FunctionDataSource(_dataset_fn(spec), splits=spec.splits),
-        preprocessors=[seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder(),
-                       seqio.preprocessors.append_eos_after_trim],
-        output_features=features)
+    if name not in seqio.TaskRegistry.names():
+      seqio.TaskRegistry.add(name, **_task_args(spec, vocabulary))
   if SUPERGLUE_MIXTURE not in seqio.MixtureRegistry.names():
     # Examples-proportional: a task's rate is its number of training records (read lazily).
     seqio.MixtureRegistry.add(

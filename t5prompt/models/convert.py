@@ -113,38 +113,39 @@ def _scale(state, name: str) -> Params:
   return {'scale': state[name]}
 
 
+# Each stack's sublayers in HF's order: (our norm, our module, HF's module; an HF module named
+# DenseReluDense is the MLP, any other attention).
+_SUBLAYERS = {
+    'encoder': (('pre_attention_layer_norm', 'attention', 'SelfAttention'),
+                ('pre_mlp_layer_norm', 'mlp', 'DenseReluDense')),
+    'decoder': (('pre_self_attention_layer_norm', 'self_attention', 'SelfAttention'),
+                ('pre_cross_attention_layer_norm', 'encoder_decoder_attention',
+                 'EncDecAttention'),
+                ('pre_mlp_layer_norm', 'mlp', 'DenseReluDense')),
+}
+_MLP = 'DenseReluDense'
+
+
+def _stack_from_hf(state, stack: str, num_layers: int, config: T5Config) -> Params:
+  relpos = f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'
+  tree = {'relpos_bias': {'rel_embedding': state[relpos].T},
+          f'{stack}_norm': _scale(state, f'{stack}.final_layer_norm.weight')}
+  for i in range(num_layers):
+    layer = {}
+    for index, (norm, name, hf_name) in enumerate(_SUBLAYERS[stack]):
+      prefix = f'{stack}.block.{i}.layer.{index}'
+      layer[norm] = _scale(state, f'{prefix}.layer_norm.weight')
+      from_hf = _mlp_from_hf if hf_name == _MLP else _attention_from_hf
+      layer[name] = from_hf(state, f'{prefix}.{hf_name}', config)
+    tree[f'layers_{i}'] = layer
+  return tree
+
+
 def params_from_hf_state(state: Mapping[str, np.ndarray], config: T5Config) -> Params:
   """HF state dict (numpy) -> our unscanned param tree (float32)."""
   state = {name: np.asarray(value, np.float32) for name, value in state.items()}
-  encoder = {
-      'relpos_bias': {'rel_embedding':
-                      state['encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight'].T},
-      'encoder_norm': _scale(state, 'encoder.final_layer_norm.weight'),
-  }
-  for i in range(config.num_encoder_layers):
-    block = f'encoder.block.{i}'
-    encoder[f'layers_{i}'] = {
-        'pre_attention_layer_norm': _scale(state, f'{block}.layer.0.layer_norm.weight'),
-        'attention': _attention_from_hf(state, f'{block}.layer.0.SelfAttention', config),
-        'pre_mlp_layer_norm': _scale(state, f'{block}.layer.1.layer_norm.weight'),
-        'mlp': _mlp_from_hf(state, f'{block}.layer.1.DenseReluDense', config),
-    }
-  decoder = {
-      'relpos_bias': {'rel_embedding':
-                      state['decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight'].T},
-      'decoder_norm': _scale(state, 'decoder.final_layer_norm.weight'),
-  }
-  for i in range(config.num_decoder_layers):
-    block = f'decoder.block.{i}'
-    decoder[f'layers_{i}'] = {
-        'pre_self_attention_layer_norm': _scale(state, f'{block}.layer.0.layer_norm.weight'),
-        'self_attention': _attention_from_hf(state, f'{block}.layer.0.SelfAttention', config),
-        'pre_cross_attention_layer_norm': _scale(state, f'{block}.layer.1.layer_norm.weight'),
-        'encoder_decoder_attention':
-            _attention_from_hf(state, f'{block}.layer.1.EncDecAttention', config),
-        'pre_mlp_layer_norm': _scale(state, f'{block}.layer.2.layer_norm.weight'),
-        'mlp': _mlp_from_hf(state, f'{block}.layer.2.DenseReluDense', config),
-    }
+  encoder = _stack_from_hf(state, 'encoder', config.num_encoder_layers, config)
+  decoder = _stack_from_hf(state, 'decoder', config.num_decoder_layers, config)
   if not config.tie_word_embeddings:
     decoder['logits_dense'] = {'kernel': state['lm_head.weight'].T}
   return {'token_embedder': {'embedding': state['shared.weight']},
@@ -169,25 +170,17 @@ def params_to_hf_state(params: Params, config: T5Config) -> dict[str, np.ndarray
     tree = params[stack]
     state[f'{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight'] = (
         np.asarray(tree['relpos_bias']['rel_embedding']).T)
-    norm = 'encoder_norm' if stack == 'encoder' else 'decoder_norm'
-    state[f'{stack}.final_layer_norm.weight'] = tree[norm]['scale']
+    state[f'{stack}.final_layer_norm.weight'] = tree[f'{stack}_norm']['scale']
     for i in range(num_layers):
-      layer, block = tree[f'layers_{i}'], f'{stack}.block.{i}'
-      if stack == 'encoder':
-        sublayers = [('pre_attention_layer_norm', 'attention', 'SelfAttention')]
-      else:
-        sublayers = [('pre_self_attention_layer_norm', 'self_attention', 'SelfAttention'),
-                     ('pre_cross_attention_layer_norm', 'encoder_decoder_attention',
-                      'EncDecAttention')]
-      for index, (norm_name, attention_name, hf_name) in enumerate(sublayers):
-        state[f'{block}.layer.{index}.layer_norm.weight'] = layer[norm_name]['scale']
-        state.update(_attention_to_hf(layer[attention_name], f'{block}.layer.{index}.{hf_name}',
-                                      config))
-      mlp_index = len(sublayers)
-      state[f'{block}.layer.{mlp_index}.layer_norm.weight'] = layer['pre_mlp_layer_norm']['scale']
-      for name, value in layer['mlp'].items():
-        state[f'{block}.layer.{mlp_index}.DenseReluDense.{name}.weight'] = np.asarray(
-            value['kernel']).T
+      layer = tree[f'layers_{i}']
+      for index, (norm, name, hf_name) in enumerate(_SUBLAYERS[stack]):
+        prefix = f'{stack}.block.{i}.layer.{index}'
+        state[f'{prefix}.layer_norm.weight'] = layer[norm]['scale']
+        if hf_name == _MLP:
+          state.update({f'{prefix}.{_MLP}.{mlp}.weight': np.asarray(value['kernel']).T
+                        for mlp, value in layer[name].items()})
+        else:
+          state.update(_attention_to_hf(layer[name], f'{prefix}.{hf_name}', config))
   if not config.tie_word_embeddings:
     state['lm_head.weight'] = np.asarray(params['decoder']['logits_dense']['kernel']).T
   return {name: np.ascontiguousarray(value, np.float32) for name, value in state.items()}
@@ -346,6 +339,7 @@ def save_hf(directory: str | os.PathLike, config: T5Config, params: Params) -> P
 
 # ----------------------------------------------------------------------------- our format
 T5PROMPT_CONFIG = 't5prompt_config.json'
+VOCABULARY_FILE = 'spiece.model'  # as Hugging Face names a T5's SentencePiece model
 T5PROMPT_PARAMS = 'params.safetensors'
 
 
@@ -382,12 +376,17 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> Params:
   return tree
 
 
-def save_t5prompt(directory: str | os.PathLike, config: T5Config, params: Params) -> str:
-  """Writes params (T5X names, unscanned) + config; returns the content hash."""
+def save_t5prompt(directory: str | os.PathLike, config: T5Config, params: Params,
+                  vocabulary_file: str | os.PathLike | None = None) -> str:
+  """Writes params (T5X names, unscanned) + config, and the backbone's SentencePiece model as
+  `spiece.model` when it has its own; returns the content hash."""
   import dataclasses  # pylint: disable=import-outside-toplevel
+  import shutil  # pylint: disable=import-outside-toplevel
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
+  if vocabulary_file and Path(vocabulary_file).resolve() != (directory / VOCABULARY_FILE).resolve():
+    shutil.copyfile(vocabulary_file, directory / VOCABULARY_FILE)
   params = unstack_layers(params)
   digest = params_hash(params)
   tmp = directory / (T5PROMPT_PARAMS + '.tmp')

@@ -30,14 +30,16 @@ def score_targets(model: T5, params, encoder_input_tokens, targets) -> jax.Array
   return jnp.sum(jnp.where(targets > 0, token_log_probs, 0.0), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=('model',))
-def rank_scores(model: T5, params, encoder_input_tokens, label_targets,
-                prompt_ids=None) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=('model', 'length_normalized'))
+def rank_scores(model: T5, params, encoder_input_tokens, label_targets, prompt_ids=None,
+                length_normalized: bool = False) -> jax.Array:
   """Rank classification: the log-likelihood of every verbalised label for every example.
 
   encoder_input_tokens [b, l], label_targets [k, t] (each label's tokens with EOS, 0-padded)
-  -> scores [b, k]. The encoder runs once per example; only the decoder runs per label.
-  `prompt_ids` [b] picks each example's prompt from a prompt bank.
+  -> scores [b, k]: the sum of the label's token log-likelihoods, or with `length_normalized`
+  their mean (a sum favours labels of fewer tokens on a model that ignores its input). The
+  encoder runs once per example; only the decoder runs per label. `prompt_ids` [b] picks each
+  example's prompt from a prompt bank.
   """
   encoded, encoder_mask = model.apply({'params': params}, encoder_input_tokens,
                                       prompt_ids=prompt_ids, method=T5.encode)
@@ -49,6 +51,8 @@ def rank_scores(model: T5, params, encoder_input_tokens, label_targets,
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   token_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
   scores = jnp.sum(jnp.where(targets > 0, token_log_probs, 0.0), axis=-1)
+  if length_normalized:
+    scores = scores / jnp.sum(targets > 0, axis=-1)
   return scores.reshape(batch, num_labels)
 
 

@@ -73,6 +73,13 @@ def _v1_1(d_model, d_ff, num_heads, num_layers):
                   scale_decoder_outputs=False)
 
 
+def _ladder(d_model, num_heads, num_layers):
+  return T5Config(vocab_size=4224, d_model=d_model, d_kv=16, d_ff=2 * d_model,
+                  num_heads=num_heads, num_encoder_layers=num_layers,
+                  num_decoder_layers=num_layers, feed_forward_proj='gated-gelu',
+                  tie_word_embeddings=True, scale_decoder_outputs=True)
+
+
 _V1_1 = {
     'small': _v1_1(512, 1024, 6, 8),
     'base': _v1_1(768, 2048, 12, 12),
@@ -99,16 +106,12 @@ SIZES: dict[str, T5Config] = {
                           num_encoder_layers=2, num_decoder_layers=2,
                           feed_forward_proj='gated-gelu', tie_word_embeddings=False,
                           scale_decoder_outputs=False),
-    # The demo's ladder: three v1.1-style sizes small enough to pre-train briefly on a CPU.
-    'ladder-1': T5Config(d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
-                         num_decoder_layers=2, feed_forward_proj='gated-gelu',
-                         tie_word_embeddings=False, scale_decoder_outputs=False),
-    'ladder-2': T5Config(d_model=64, d_kv=16, d_ff=128, num_heads=4, num_encoder_layers=3,
-                         num_decoder_layers=3, feed_forward_proj='gated-gelu',
-                         tie_word_embeddings=False, scale_decoder_outputs=False),
-    'ladder-3': T5Config(d_model=128, d_kv=32, d_ff=256, num_heads=4, num_encoder_layers=4,
-                         num_decoder_layers=4, feed_forward_proj='gated-gelu',
-                         tie_word_embeddings=False, scale_decoder_outputs=False),
+    # The miniature's ladder (configs/pretrain/ladder.py): v1.1's gated-GELU blocks with a tied,
+    # scaled head (fewer parameters outside the transformer), sized for a 4,000-piece vocabulary
+    # (+ 100 sentinels, padded to 4,224 rows). Its size axis is the transformer's.
+    **{f'ladder-{index}': _ladder(d_model, num_heads, num_layers)
+       for index, (d_model, num_heads, num_layers) in enumerate(
+           ((64, 4, 2), (96, 6, 3), (128, 8, 4), (192, 12, 4)), start=1)},
 }
 
 # Hub ids of the published checkpoints behind each real size name.

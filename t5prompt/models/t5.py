@@ -68,8 +68,12 @@ def relative_position_buckets(query_length: int, key_length: int, *, bidirection
   return buckets + np.where(distance < max_exact, distance, large)
 
 
-def _normal(stddev: float) -> Callable:
-  return nn.initializers.normal(stddev=stddev)
+def _fan_in(scale: float, distribution: str, contract_dims: int, ndim: int) -> Callable:
+  """T5X's kernel init: variance `scale / fan_in` over the contracted (input) dims of a kernel
+  [*inputs, *outputs] (T5X draws it on the flattened 2-D kernel: the same fan-in)."""
+  return nn.initializers.variance_scaling(
+      scale, 'fan_in', distribution, in_axis=tuple(range(contract_dims)),
+      out_axis=tuple(range(contract_dims, ndim)))
 
 
 class RMSNorm(nn.Module):
@@ -87,18 +91,25 @@ class RMSNorm(nn.Module):
 
 
 class DenseGeneral(nn.Module):
-  """A bias-free projection whose kernel keeps its logical axes (e.g. embed x heads x kv)."""
+  """A bias-free projection whose kernel keeps its logical axes (e.g. embed x heads x kv).
+
+  Initialised as T5X: variance `init_scale / fan_in`, 'normal' for attention (T5X's
+  MultiHeadDotProductAttention), 'truncated_normal' for the MLP and the LM head (its DenseGeneral).
+  """
   features: tuple[int, ...]
   kernel_axes: tuple[str, ...]
   contract_dims: int
-  stddev: float
   dtype: Any
+  init_scale: float = 1.0
+  distribution: str = 'truncated_normal'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     in_shape = x.shape[x.ndim - self.contract_dims:]
-    kernel = self.param('kernel', nn.with_logical_partitioning(_normal(self.stddev), self.kernel_axes),
-                        (*in_shape, *self.features), jnp.float32)
+    shape = (*in_shape, *self.features)
+    init = _fan_in(self.init_scale, self.distribution, self.contract_dims, len(shape))
+    kernel = self.param('kernel', nn.with_logical_partitioning(init, self.kernel_axes), shape,
+                        jnp.float32)
     contract = tuple(range(x.ndim - self.contract_dims, x.ndim))
     return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
                                ((contract, tuple(range(self.contract_dims))), ((), ())))
@@ -114,7 +125,9 @@ class RelativePositionBias(nn.Module):
     config = self.config
     table = self.param(
         'rel_embedding',
-        nn.with_logical_partitioning(_normal(1.0), ('heads', 'relpos_buckets')),
+        # T5X: variance scaling over the average of heads and buckets, uniform.
+        nn.with_logical_partitioning(nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform'),
+                                     ('heads', 'relpos_buckets')),
         (config.num_heads, config.relative_attention_num_buckets), jnp.float32)
     buckets = relative_position_buckets(
         query_length, key_length, bidirectional=self.bidirectional,
@@ -144,13 +157,14 @@ class Attention(nn.Module):
     config = self.config
     heads, d_kv, d_model = config.num_heads, config.d_kv, config.d_model
     projection = dict(features=(heads, d_kv), kernel_axes=('embed', 'heads', 'kv'),
-                      contract_dims=1, dtype=config.compute_dtype)
-    query = DenseGeneral(**projection, stddev=(d_model * d_kv) ** -0.5, name='query')(inputs_q)
+                      contract_dims=1, dtype=config.compute_dtype, distribution='normal')
+    # T5 folds the 1/sqrt(d_kv) of dot-product attention into the query's init.
+    query = DenseGeneral(**projection, init_scale=1 / d_kv, name='query')(inputs_q)
     query = nn.with_logical_constraint(query, ('batch', 'length', 'heads', 'kv'))
 
     def project_kv():
-      key = DenseGeneral(**projection, stddev=d_model ** -0.5, name='key')(inputs_kv)
-      value = DenseGeneral(**projection, stddev=d_model ** -0.5, name='value')(inputs_kv)
+      key = DenseGeneral(**projection, name='key')(inputs_kv)
+      value = DenseGeneral(**projection, name='value')(inputs_kv)
       return (nn.with_logical_constraint(key, ('batch', 'length', 'heads', 'kv')),
               nn.with_logical_constraint(value, ('batch', 'length', 'heads', 'kv')))
 
@@ -169,8 +183,7 @@ class Attention(nn.Module):
     mixed = jnp.einsum('bhqt,bthk->bqhk', weights, value)
     mixed = nn.with_logical_constraint(mixed, ('batch', 'length', 'heads', 'kv'))
     return DenseGeneral(features=(d_model,), kernel_axes=('heads', 'kv', 'embed'), contract_dims=2,
-                        stddev=(heads * d_kv) ** -0.5, dtype=config.compute_dtype,
-                        name='out')(mixed)
+                        dtype=config.compute_dtype, distribution='normal', name='out')(mixed)
 
   def _cached_cross_kv(self, project_kv):
     """Encoder keys/values: projected when the cache is created, read back afterwards."""
@@ -228,8 +241,8 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     config = self.config
-    dense = dict(kernel_axes=('embed', 'mlp'), contract_dims=1, stddev=config.d_model ** -0.5,
-                 dtype=config.compute_dtype, features=(config.d_ff,))
+    dense = dict(kernel_axes=('embed', 'mlp'), contract_dims=1, dtype=config.compute_dtype,
+                 features=(config.d_ff,))
     if config.is_gated:
       gate = nn.gelu(DenseGeneral(**dense, name='wi_0')(x), approximate=True)
       hidden = gate * DenseGeneral(**dense, name='wi_1')(x)
@@ -241,7 +254,7 @@ class Mlp(nn.Module):
     hidden = nn.with_logical_constraint(hidden, ('batch', 'length', 'mlp'))
     hidden = nn.Dropout(config.dropout_rate)(hidden, deterministic=self.deterministic)
     return DenseGeneral(features=(config.d_model,), kernel_axes=('mlp', 'embed'), contract_dims=1,
-                        stddev=config.d_ff ** -0.5, dtype=config.compute_dtype, name='wo')(hidden)
+                        dtype=config.compute_dtype, name='wo')(hidden)
 
 
 def _residual(x: Array, update: Array, config: T5Config, deterministic: bool) -> Array:
@@ -390,7 +403,7 @@ class Decoder(nn.Module):
       logits = jnp.einsum('bld,vd->blv', y, embedding.astype(config.compute_dtype))
     else:
       logits = DenseGeneral(features=(config.vocab_size,), kernel_axes=('embed', 'vocab'),
-                            contract_dims=1, stddev=1.0, dtype=config.compute_dtype,
+                            contract_dims=1, dtype=config.compute_dtype,
                             name='logits_dense')(y)
     return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
 
@@ -412,7 +425,8 @@ class T5(nn.Module):
     self.token_embedder = nn.Embed(
         self.config.vocab_size, self.config.d_model, dtype=self.config.compute_dtype,
         param_dtype=jnp.float32,
-        embedding_init=nn.with_logical_partitioning(_normal(1.0), ('vocab', 'embed')))
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                    ('vocab', 'embed')))
     self.encoder = Encoder(self.config)
     self.decoder = Decoder(self.config)
 

@@ -65,7 +65,7 @@ def _has_split(spec, split: str) -> bool:
   return True
 
 
-def with_shots(config, eval_sets: dict) -> tuple[dict, dict]:
+def with_shots(config, eval_sets: dict, vocabulary) -> tuple[dict, dict]:
   """The eval sets with `prompt.shots` demonstrations in front of every example, and the record
   of the template and how many demonstrations fitted per set."""
   spec = get_task_spec(template_task(config.task.name))
@@ -76,7 +76,8 @@ def with_shots(config, eval_sets: dict) -> tuple[dict, dict]:
       raise ValueError(f'{spec.name} has no few-shot split ({", ".join(DEMONSTRATION_SPLITS)}) '
                        'to draw demonstrations from; use prompt.shots=0.')
     demo_data = pipeline.load_tokenized(spec.name, available[0], config.task.input_length,
-                                        config.task.target_length or spec.target_length)
+                                        config.task.target_length or spec.target_length,
+                                        vocabulary)
     demos = demonstrations(demo_data, config.prompt.shots, config.train.seed)
     for name, (set_spec, data) in list(eval_sets.items()):
       data, shots_fitted[name] = with_demonstrations(data, demos, config.task.input_length)

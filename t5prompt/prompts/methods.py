@@ -80,9 +80,10 @@ class Method:
   artefact: str = ''  # PROMPT | PREFIX | '' (nothing beyond the checkpoints)
   optimizer: tuple[tuple[str, Any], ...] = ()  # defaults over the run config's `optimizer`
   trains: bool = True  # False: the run evaluates the untrained model (steps 0)
-  # Prepares the eval sets of a run: (config, eval sets) -> (eval sets, the record of what the
-  # method did, e.g. prompt design's demonstrations), or None to use them as they are.
-  prepare_eval: Optional[Callable[[Any, dict], tuple[dict, dict]]] = None
+  trains_backbone: bool = False  # every weight trains (its run can export a backbone)
+  # Prepares the eval sets of a run: (config, eval sets, vocabulary) -> (eval sets, the record
+  # of what the method did, e.g. prompt design's demonstrations); None: use them as they are.
+  prepare_eval: Optional[Callable[[Any, dict, Any], tuple[dict, dict]]] = None
   # The task a run of this method evaluates, from the config's task name.
   eval_task: Callable[[str], str] = lambda name: name
   # Config problems particular to this method: config -> list of messages.
@@ -159,7 +160,7 @@ METHODS: dict[str, Method] = {method.name: method for method in (
     Method('prompt_tuning', _prompt_tuning, _PROMPT_RULES, PROMPT,
            check=_check_layer_lengths),
     Method('model_tuning', _plain, ((r'.*', 'train'),), optimizer=_MODEL_TUNING_OPTIMIZER,
-           check=_check_layer_lengths),
+           trains_backbone=True, check=_check_layer_lengths),
     Method('prefix_tuning', _prefix(reparameterised=True), _PREFIX_RULES, PREFIX,
            check=_check_layer_lengths),
     Method('deep_prompt_tuning', _prefix(reparameterised=False), _PREFIX_RULES, PREFIX),

@@ -9,7 +9,8 @@ import jax
 from flax import linen as nn
 
 from t5prompt.prompts.prefix import torch_linear_init
-from t5prompt.prompts.soft_prompt import PROMPT_AXES, Initializer, SoftPrompt, prepend
+from t5prompt.prompts.soft_prompt import (PROMPT_AXES, Initializer, SoftPrompt, prepend,
+                                          produced_once)
 
 
 class ProjectedPrompt(nn.Module):
@@ -40,7 +41,5 @@ class ProjectedPrompt(nn.Module):
     return prepend(self.produce_prompt(embedded.shape[-1]), embedded, mask)
 
   def folded(self, params: dict, d_model: int) -> tuple[SoftPrompt, dict]:
-    """The projection run once: a plain soft prompt with the same outputs."""
-    prompt = self.clone(parent=None).apply({'params': params}, d_model,
-                                           method=ProjectedPrompt.produce_prompt)
-    return SoftPrompt(self.length, parent=None), {'prompt': prompt}
+    """The reparameterisation run once: a plain soft prompt with the same outputs."""
+    return produced_once(self, params, d_model)

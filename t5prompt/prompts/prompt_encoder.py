@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from t5prompt.prompts.prefix import torch_linear_init
-from t5prompt.prompts.soft_prompt import PROMPT_AXES, SoftPrompt, prepend
+from t5prompt.prompts.soft_prompt import PROMPT_AXES, SoftPrompt, prepend, produced_once
 
 ENCODER_KINDS = ('lstm', 'mlp')
 _REPLICATED = ('prompt_embed', 'prefix_mlp')  # the encoder's weights: small, replicated
@@ -94,8 +94,5 @@ class PromptEncoder(nn.Module):
     return prepend(self.produce_prompt(embedded.shape[-1]), embedded, mask)
 
   def folded(self, params: dict, d_model: int) -> tuple[SoftPrompt, dict]:
-    """The encoder run once: a plain soft prompt with the same outputs."""
-    prompt = self.clone(parent=None).apply({'params': params}, d_model,
-                                           method=PromptEncoder.produce_prompt)
-    return SoftPrompt(self.length, parent=None), {'prompt': prompt}
-
+    """The reparameterisation run once: a plain soft prompt with the same outputs."""
+    return produced_once(self, params, d_model)

@@ -51,6 +51,14 @@ class SoftPrompt(nn.Module):
     return SoftPrompt(self.prompt_length, parent=None), params
 
 
+def produced_once(module: nn.Module, params: dict, d_model: int) -> tuple[SoftPrompt, dict]:
+  """A reparameterised prompt (P-tuning's encoder, a projector) run once: the plain soft prompt
+  with the same outputs, for inference and export."""
+  prompt = module.clone(parent=None).apply({'params': params}, d_model,
+                                           method=type(module).produce_prompt)
+  return SoftPrompt(module.length, parent=None), {'prompt': prompt}
+
+
 def prepend(prompt: jax.Array, embedded: jax.Array, mask: jax.Array):
   """[P, d] prompt (shared by the batch) or [b, P, d] (one per example) in front of the
   embedded input [b, l, d]; the mask [b, l] widened to cover it."""

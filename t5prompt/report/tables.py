@@ -25,6 +25,10 @@ from t5prompt.report import paper, transfer
 from t5prompt.run_dir import RESULT, Result, RunDir, find_results
 
 COLLAPSE_SHARE = 99.0  # % of predictions on one label: the run collapsed to a single class
+# A backbone whose decoder gains less than this from reading its input (held-out prefix-LM loss
+# with another example's input minus with its own, nats) barely uses the encoder: a prompt,
+# which only changes the encoder's input, can then hardly steer it.
+RELIANCE_FLOOR = 0.5
 AVERAGE = 'SuperGLUE avg'
 # The paper's two series: the gap row is the first minus the second; robustness compares them.
 GAP = ('model_tuning', 'prompt_tuning')
@@ -52,20 +56,29 @@ def _mean_std(values) -> tuple[float, float, int]:
 
 
 def scale_cells(runs: list[Result]) -> dict:
-  """{(series, size, task): (mean, std, n)} of in-domain scores, plus the SuperGLUE average
-  (per seed, the mean over the SuperGLUE tasks that seed has; then mean ± std over seeds)."""
+  """{(series, size, task): (mean, std, n, collapsed runs)} of in-domain scores, plus the
+  SuperGLUE average (per seed, the mean over the SuperGLUE tasks that seed has; then mean ±
+  std over seeds; collapsed counts the seeds with a collapsed task)."""
   scores = collections.defaultdict(list)
   per_seed = collections.defaultdict(lambda: collections.defaultdict(list))
   for result in runs:
     key = (result.series_name, result.model_size)
-    score = result.score
-    scores[key + (result.task,)].append(score)
+    scores[key + (result.task,)].append((result.score, collapsed(result)))
     if result.task.startswith('superglue_'):
-      per_seed[key][result.seed].append(score)
-  cells = {key: _mean_std(values) for key, values in scores.items()}
+      per_seed[key][result.seed].append((result.score, collapsed(result)))
+  cells = {}
+  for key, values in scores.items():
+    cells[key] = _mean_std([v for v, _ in values]) + (sum(c for _, c in values),)
   for key, seeds in per_seed.items():
-    cells[key + (AVERAGE,)] = _mean_std([np.mean(v) for v in seeds.values()])
+    cells[key + (AVERAGE,)] = _mean_std([np.mean([v for v, _ in s]) for s in seeds.values()]) + (
+        sum(any(c for _, c in s) for s in seeds.values()),)
   return cells
+
+
+def majority_baselines(runs: list[Result]) -> dict:
+  """{(size, task): the score of always answering the eval set's most frequent label}."""
+  return {(r.model_size, r.task): r.metrics[r.in_domain]['majority_baseline'] for r in runs
+          if 'majority_baseline' in r.metrics[r.in_domain]}
 
 
 def sizes_in_order(runs: list[Result]) -> list[str]:
@@ -75,38 +88,81 @@ def sizes_in_order(runs: list[Result]) -> list[str]:
   return sorted(params, key=lambda size: (params[size], size))
 
 
+def _millions(count: int) -> str:
+  return f'{count / 1e6:,.0f}M' if count >= 1e7 else f'{count / 1e6:.2g}M'
+
+
+def size_labels(runs: list[Result]) -> dict[str, str]:
+  """Each size's column header: its name and parameter count (and the transformer's alone,
+  without the embeddings and LM head, where a run recorded it)."""
+  labels = {}
+  for result in runs:
+    count = _millions(result.num_params) if result.num_params else '?'
+    if result.num_non_embedding_params:
+      count += f', {_millions(result.num_non_embedding_params)} non-emb.'
+    labels[result.model_size] = f'{result.model_size} ({count})'
+  return labels
+
+
 def _fmt(cell) -> str:
+  """`mean ± std (n)`; one run has no std; † and a count mark runs collapsed to one class."""
   if cell is None:
     return ''
-  mean, std, n = cell
-  return f'{mean:.1f} ± {std:.1f} ({n})'
+  mean, std, n, collapsed_runs = cell
+  text = f'{mean:.1f} ± {std:.1f} ({n})' if n > 1 else f'{mean:.1f} (n=1)'
+  return text + (f' †{collapsed_runs}' if collapsed_runs else '')
+
+
+def tasks_in_order(runs: list[Result]) -> list[str]:
+  tasks = sorted({r.task for r in runs})
+  return tasks + [AVERAGE] if sum(t.startswith('superglue_') for t in tasks) > 1 else tasks
 
 
 def scale_table(runs: list[Result]) -> tuple[list[str], list[list[str]], dict]:
-  """(header, rows, cells) of the scale table; rows per (task, series), the gap, the paper."""
+  """(header, rows, cells) of the scale table; rows per (task, series), the majority-class
+  baseline, the gap; the backbones' encoder reliance; the paper."""
   cells = scale_cells(runs)
   sizes = sizes_in_order(runs)
   series = sorted({r.series_name for r in runs})
-  tasks = sorted({r.task for r in runs})
-  if sum(t.startswith('superglue_') for t in tasks) > 1:
-    tasks.append(AVERAGE)
-  header = ['task', 'series'] + sizes
+  baselines = majority_baselines(runs)
+  labels = size_labels(runs)
+  header = ['task', 'series'] + [labels[size] for size in sizes]
   rows = []
-  for task in tasks:
+  for task in tasks_in_order(runs):
     for name in series:
       rows.append([task, name] + [_fmt(cells.get((name, size, task))) for size in sizes])
+    if any((size, task) in baselines for size in sizes):
+      rows.append([task, 'majority-class baseline'] + [
+          f'{baselines[(size, task)]:.1f}' if (size, task) in baselines else '' for size in sizes])
     if set(GAP) <= set(series):
       gap = []
       for size in sizes:
         first, second = (cells.get((name, size, task)) for name in GAP)
         gap.append(f'{first[0] - second[0]:+.1f}' if first and second else '')
       rows.append([task, 'gap (model - prompt tuning)'] + gap)
+  reliance = backbone_reliance(runs)
+  if reliance:
+    rows.append(['backbone', f'encoder reliance (nats; ⚠ < {RELIANCE_FLOOR})'] + [
+        '' if reliance.get(size) is None else
+        f'{reliance[size]:.2f}' + (' ⚠' if reliance[size] < RELIANCE_FLOOR else '')
+        for size in sizes])
   if any(paper.scale(GAP[1], size) is not None for size in sizes):
     for name in paper.SCALE:
       rows.append([f'{AVERAGE} (paper)', name] + [
           f'{paper.scale(name, size):.1f}' if paper.scale(name, size) is not None else ''
           for size in sizes])
   return header, rows, cells
+
+
+def backbone_reliance(runs: list[Result]) -> dict[str, float]:
+  """{size: encoder reliance} of the backbones that recorded it (pre-trained by t5prompt)."""
+  reliance = {}
+  for result in runs:
+    checkpoint = result.config['model'].get('checkpoint')
+    record = RunDir(checkpoint).backbone_record() if checkpoint else {}
+    if record.get('encoder_reliance') is not None:
+      reliance[result.model_size] = record['encoder_reliance']
+  return reliance
 
 
 def _markdown(header, rows) -> str:
@@ -139,42 +195,70 @@ def paper_table() -> tuple[list[str], list[list[str]]]:
 
 
 def scale_plot(runs: list[Result], cells: dict, output: Path) -> list[Path]:
+  """One panel per task (and the SuperGLUE average): each series' score vs parameters with seed
+  error bars, collapsed runs as crosses, the majority-class baseline dotted. The paper's curves
+  are a SuperGLUE average: drawn on that panel when there is one, else on a panel of their own,
+  never over a single task's scores."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
-  tasks = {r.task for r in runs}
-  task = AVERAGE if sum(t.startswith('superglue_') for t in tasks) > 1 else sorted(tasks)[0]
-  params = {r.model_size: r.num_params for r in runs}
-  figure, axis = plt.subplots(figsize=(7, 4.5))
+  tasks = tasks_in_order(runs)
+  panels = tasks + ([] if AVERAGE in tasks else ['paper'])
+  figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
   colors = {}
-  for index, name in enumerate(sorted({r.series_name for r in runs})):
-    points = sorted((params[size], *cells[(name, size, task)][:2])
-                    for (s, size, t) in cells if s == name and t == task)
-    if not points:
-      continue
-    x, mean, std = zip(*points)
-    line = axis.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=f'{name} (t5prompt)')
-    colors[name] = line[0].get_color()
-  for name, values in paper.SCALE.items():
-    if name in GAP:
-      axis.plot([paper.PARAMS[s] for s in paper.SIZES], values, linestyle='--', marker='x',
-                color=colors.get(name), alpha=0.7, label=f'{name} (paper, SuperGLUE)')
-  if any(not methods.get(r.method).trains for r in runs):  # an untrained baseline is drawn
-    low, high = paper.GPT3_PROMPT_DESIGN
-    axis.axhspan(low, high, color='grey', alpha=0.12,
-                 label=f'GPT-3 prompt design (paper, SuperGLUE {low}-{high})')
-  axis.set_xscale('log')
-  axis.set_xlabel('model parameters')
-  axis.set_ylabel(f'{task} score (dev)')
-  axis.set_title('Score vs model size: t5prompt runs (solid) and the paper (dashed)')
-  axis.grid(True, which='both', alpha=0.3)
-  axis.legend(fontsize=8)
+  for axis, task in zip(axes[0], panels):
+    if task != 'paper':
+      _task_panel(axis, runs, cells, task, colors)
+    if task in (AVERAGE, 'paper'):
+      _paper_curves(axis, colors, with_design_band=any(not methods.get(r.method).trains
+                                                       for r in runs))
+    axis.set_xscale('log')
+    axis.set_xlabel('model parameters')
+    axis.grid(True, which='both', alpha=0.3)
+    axis.legend(fontsize=7)
   figure.tight_layout()
   paths = [output / 'scale_plot.png', output / 'scale_plot.pdf']
   for path in paths:
     figure.savefig(path, dpi=150)
   plt.close(figure)
   return paths
+
+
+def _task_panel(axis, runs: list[Result], cells: dict, task: str, colors: dict) -> None:
+  params = {r.model_size: r.num_params for r in runs}
+  for name in sorted({r.series_name for r in runs}):
+    points = sorted((params[size], *cells[(name, size, t)]) for (s, size, t) in cells
+                    if s == name and t == task)
+    if not points:
+      continue
+    x, mean, std, _, collapsed_runs = zip(*points)
+    line = axis.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=name,
+                         color=colors.get(name))
+    colors[name] = line[0].get_color()
+    crossed = [(xi, yi) for xi, yi, c in zip(x, mean, collapsed_runs) if c]
+    if crossed:
+      axis.scatter(*zip(*crossed), marker='x', s=90, color='black', zorder=5,
+                   label=f'{name}: collapsed run(s)')
+  baselines = sorted((params[size], value) for (size, t), value in majority_baselines(runs).items()
+                     if t == task)
+  if baselines:
+    axis.plot(*zip(*baselines), linestyle=':', color='grey', label='majority class')
+  axis.set_ylabel('score (dev)')
+  axis.set_title(f'{task} (t5prompt)')
+
+
+def _paper_curves(axis, colors: dict, with_design_band: bool) -> None:
+  for name, values in paper.SCALE.items():
+    if name in GAP:
+      axis.plot([paper.PARAMS[s] for s in paper.SIZES], values, linestyle='--', marker='x',
+                color=colors.get(name), alpha=0.7, label=f'{name} (paper)')
+  if with_design_band:
+    low, high = paper.GPT3_PROMPT_DESIGN
+    axis.axhspan(low, high, color='grey', alpha=0.12,
+                 label=f'GPT-3 prompt design (paper, {low}-{high})')
+  if axis.get_title() == '':
+    axis.set_title('the paper: SuperGLUE dev average, T5 1.1 LM-adapted')
+    axis.set_ylabel('SuperGLUE score (dev)')
 
 
 def robustness_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
