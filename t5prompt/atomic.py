@@ -1,5 +1,6 @@
 """Atomic file writes (temp file in the same directory, then rename): a reader or a crash never
-sees a half-written result, manifest or prompt."""
+sees a half-written result, manifest or prompt. The file gets the mode any new file gets (0666
+less the umask), not the temp file's private 0600, so collaborators can read results."""
 
 import json
 import os
@@ -8,6 +9,13 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 import numpy as np
+
+
+def new_file_mode() -> int:
+  """The mode `open` gives a new file: 0666 less this process's umask."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str) -> Path:
@@ -19,6 +27,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: st
       write(handle)
       handle.flush()
       os.fsync(handle.fileno())
+      os.fchmod(handle.fileno(), new_file_mode())
     except BaseException:
       os.unlink(handle.name)
       raise

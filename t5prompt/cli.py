@@ -6,6 +6,8 @@ without loading JAX or TensorFlow.
 
 import argparse
 import json
+import os
+import signal
 import sys
 
 # pylint: disable=import-outside-toplevel
@@ -27,7 +29,20 @@ def _smoke(args) -> int:
 def _split_config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
   """`--config.a.b=v` tokens are config overrides; the rest goes to argparse."""
   overrides = [arg for arg in argv if arg.startswith('--config.')]
+  for arg in overrides:
+    if '=' not in arg:
+      raise ValueError(f'{arg} needs its value after "=", as in {arg}=VALUE (not a space).')
   return [arg for arg in argv if arg not in overrides], overrides
+
+
+def _use_compilation_cache() -> None:
+  """Compiled programs kept on disk (`<cache>/jax`, unless JAX_COMPILATION_CACHE_DIR says
+  where): a rerun, and every seed after the first in a sweep, skips most of XLA's compiling."""
+  import jax
+  from t5prompt.data.sources import cache_dir
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir', str(cache_dir() / 'jax'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 
 def _distributed(args) -> None:
@@ -40,6 +55,7 @@ def _train(args) -> int:
   from t5prompt.run_config import load_config
   config = load_config(args.config, args.overrides)  # validated before any compute
   _distributed(args)
+  _use_compilation_cache()
   from t5prompt import train as trainer
   try:
     result = trainer.train(config, args.workdir)
@@ -58,6 +74,7 @@ def _pretrain(args) -> int:
   from t5prompt import pretrain
   from t5prompt import train as trainer
   config = pretrain.load_config(args.config, args.overrides)  # validated before any compute
+  _use_compilation_cache()
   try:
     directories = pretrain.run(config, args.workdir)
   except trainer.Preempted as stopped:
@@ -69,8 +86,12 @@ def _pretrain(args) -> int:
 
 def _eval(args) -> int:
   from t5prompt.evaluate import evaluate_run
-  print(json.dumps(evaluate_run(args.workdir, args.checkpoint, tuple(args.split or ())),
-                   indent=2))
+  _use_compilation_cache()
+  result = evaluate_run(args.workdir, args.checkpoint, tuple(args.split or ()), args.max_examples)
+  cap = result['max_eval_examples']
+  print(f'evaluating {"every" if not cap else f"the first {cap}"} example(s) of each eval set'
+        f'{" (as the run did)" if args.max_examples is None else ""}', file=sys.stderr)
+  print(json.dumps(result, indent=2))
   return 0
 
 
@@ -158,14 +179,19 @@ def _sweep(args) -> int:
   from t5prompt import sweep
   from t5prompt import train as trainer
   _distributed(args)
+  _use_compilation_cache()
   try:
-    summary = sweep.run_sweep(args.config, args.workdir, args.launcher, args.parallel, args.only)
+    summary = sweep.run_sweep(args.config, args.workdir, args.launcher, args.parallel, args.only,
+                              args.stage, args.shard)
   except trainer.Preempted as stopped:
     print(f't5prompt sweep: {stopped}', file=sys.stderr)
     return trainer.PREEMPTED_EXIT_CODE
-  if args.report and args.launcher == 'local' and not args.only:
-    from t5prompt.report import write_report
-    print(write_report(args.workdir))
+  if args.report and args.launcher == 'local' and not (args.only or args.shard):
+    if summary['done']:
+      from t5prompt.report import write_report
+      print(write_report(args.workdir))
+    else:
+      print('t5prompt sweep: no run finished, so there is no report.', file=sys.stderr)
   return 1 if summary.get('failed') else 0
 
 
@@ -238,6 +264,8 @@ def _add_eval(commands) -> None:
   command.add_argument('--checkpoint', choices=('best', 'latest'), default='best')
   command.add_argument('--split', action='append', help='eval split (repeatable); default: '
                        "the run's eval splits")
+  command.add_argument('--max-examples', type=int, default=None, help='examples per eval set '
+                       "(0 = all); default: as many as the run evaluated (train.max_eval_examples)")
   command.set_defaults(run=_eval)
 
 
@@ -357,9 +385,12 @@ def _add_sweep(commands) -> None:
   command.add_argument('--launcher', choices=('local', 'print', 'slurm', 'tpu'), default='local',
                        help='local: run here; print: the commands; slurm: array jobs, one per '
                             'stage; tpu: launch/tpu_vm.sh commands')
-  command.add_argument('--parallel', type=int, default=1, help='local runs at a time')
+  command.add_argument('--parallel', type=int, default=1, help='local worker processes, each '
+                       "running its share of a stage's runs")
   command.add_argument('--run', dest='only', default='', help='run only this run (stage/name), as '
                        'launched jobs do')
+  command.add_argument('--stage', default='', help=argparse.SUPPRESS)  # a parallel worker's
+  command.add_argument('--shard', default='', help=argparse.SUPPRESS)  # stage and share, i/n
   command.add_argument('--report', action='store_true', help='write the report when done')
   _add_multi_host(command)
   command.set_defaults(run=_sweep)
@@ -373,9 +404,25 @@ def _add_report(commands) -> None:
   command.set_defaults(run=_report)
 
 
+def _unknown_options(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+  """`--options` that no parser on the command's path knows (a typo'd flag): argparse would
+  first complain about a required option the typo was meant to be."""
+  known, current = set(), parser
+  for token in [*argv, None]:
+    actions = current._actions  # pylint: disable=protected-access
+    known |= {option for action in actions for option in action.option_strings}
+    commands = next((a.choices for a in actions if isinstance(a, argparse._SubParsersAction)),  # pylint: disable=protected-access
+                    {})
+    if token in commands:
+      current = commands[token]
+  return [token for token in argv if token.startswith('--') and token.split('=')[0] not in known]
+
+
 def build_parser() -> argparse.ArgumentParser:
+  from importlib.metadata import version  # light: no JAX
   parser = argparse.ArgumentParser(
       prog='t5prompt', description='Prompt methods on a frozen Flax T5, from Small to XXL.')
+  parser.add_argument('--version', action='version', version=f'%(prog)s {version("t5prompt")}')
   commands = parser.add_subparsers(dest='command', required=True)
   for add in (_add_convert, _add_smoke, _add_train, _add_pretrain, _add_eval, _add_peft,
               _add_data, _add_library, _add_retrieve, _add_ensemble, _add_plan, _add_sweep,
@@ -384,9 +431,33 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _stop_at_once(signum, frame) -> None:
+  """Ctrl-C or SIGTERM outside a train loop (imports, data, compilation, exports): stop now, in
+  one line, exit 128 + the signal (130, 143). Nothing is half-written (every file is written
+  whole or not at all), and exiting from here, not by an exception, cannot be swallowed by a
+  callback or crash inside a C library. A train loop installs its own handler while it runs:
+  finish the step, checkpoint, exit 75."""
+  del frame
+  name = signal.Signals(signum).name
+  os.write(2, f'\nt5prompt: stopped by {name}; every file written is whole: rerun the same '
+              'command to continue.\n'.encode())
+  os._exit(128 + signum)  # pylint: disable=protected-access
+
+
 def main(argv=None) -> int:
-  argv, overrides = _split_config_overrides(list(sys.argv[1:] if argv is None else argv))
-  args = build_parser().parse_args(argv)
+  if argv is None:  # the command itself (not a test calling main): stop cleanly from line one
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      signal.signal(signum, _stop_at_once)
+  try:
+    argv, overrides = _split_config_overrides(list(sys.argv[1:] if argv is None else argv))
+  except ValueError as error:
+    print(f't5prompt: error: {error}', file=sys.stderr)
+    return 2
+  parser = build_parser()
+  unknown = _unknown_options(parser, argv)
+  if unknown:
+    parser.error(f'unrecognized arguments: {" ".join(unknown)}')
+  args = parser.parse_args(argv)
   if overrides and args.command not in ('train', 'pretrain'):
     print(f't5prompt {args.command}: error: config overrides ({overrides[0]}, ...) are for '
           '`train` and `pretrain` only', file=sys.stderr)

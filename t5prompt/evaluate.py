@@ -110,9 +110,11 @@ def evaluate(model, params, eval_sets: dict[str, tuple[TaskSpec, TokenizedSplit]
   return results
 
 
-def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
-                 splits: tuple[str, ...] = ()) -> dict[str, Any]:
-  """Re-evaluates a run's best or latest trainable params on its eval splits (or `splits`)."""
+def evaluate_run(workdir: str | os.PathLike, which: str = 'best', splits: tuple[str, ...] = (),
+                 max_examples: int | None = None) -> dict[str, Any]:
+  """Re-evaluates a run's best or latest trainable params on its eval splits (or `splits`), on
+  as many examples as the run evaluated (`train.max_eval_examples`, 0 = all) unless
+  `max_examples` says otherwise: then its scores are the run's."""
   if which not in ('best', 'latest'):
     raise ValueError(f'which must be "best" or "latest", got {which!r}.')
   config = load_run_config(workdir)
@@ -131,10 +133,12 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best',
       step, trainable = _restore(checkpoints, run, which, workdir)
     finally:
       checkpoints.close()
+    cap = config.train.max_eval_examples if max_examples is None else max_examples
     metrics = evaluate(*run.for_inference(trainable),
                        load_eval_sets(config, backbone.vocabulary, splits),
-                       backbone.vocabulary, config.train.eval_batch_size)
-  return {'workdir': str(workdir), 'checkpoint': which, 'step': step, 'metrics': metrics}
+                       backbone.vocabulary, config.train.eval_batch_size, cap)
+  return {'workdir': str(workdir), 'checkpoint': which, 'step': step,
+          'max_eval_examples': cap, 'metrics': metrics}
 
 
 def _restore(checkpoints: RunCheckpoints, run: Run, which: str, workdir) -> tuple[int, dict]:

@@ -144,6 +144,33 @@ def squad(predictions: Sequence[str], records: Records) -> dict:
   return {**out, 'score': out['f1']}
 
 
+# T5's wsc_simple postprocessing: case and these words are ignored when comparing noun phrases.
+WSC_DETERMINERS = frozenset(('a', 'an', 'few', 'her', 'his', 'each', 'every', 'many', 'much',
+                             'my', 'our', 'some', 'that', 'the', 'their', 'these', 'this',
+                             'those', 'which', 'whose', 'your'))
+
+
+def names_referent(prediction: str, referent: str) -> int:
+  """T5's wsc_simple matching: 1 if the decoded noun phrase names the referent (one's words, case
+  and determiners ignored, contain the other's; a possessive only matches a possessive), 0 if
+  not, -1 for an empty prediction."""
+  clean = lambda text: [w for w in text.strip().lower().split(' ') if w not in WSC_DETERMINERS]
+  predicted, wanted = clean(prediction), clean(referent)
+  if not predicted:
+    return -1
+  if any("'" in w for w in predicted) != any("'" in w for w in wanted):
+    return 0
+  return int(set(predicted) <= set(wanted) or set(wanted) <= set(predicted))
+
+
+def wsc_simple(predictions: Sequence[str], records: Records) -> dict:
+  """Accuracy of "names the candidate" against "the candidate is the referent" (the label)."""
+  labels = _labels(records)
+  named = np.array([names_referent(p, r['answers'][0]) for p, r in zip(predictions, records)])
+  out = _common(named, labels)
+  return {**out, 'score': out['accuracy']}
+
+
 def record(predictions: Sequence[str], records: Records) -> dict:
   """ReCoRD: SQuAD-normalised EM and F1, max over the gold answers of each query."""
   out = squad(predictions, records)
@@ -152,9 +179,9 @@ def record(predictions: Sequence[str], records: Records) -> dict:
 
 METRICS: dict[str, Callable] = {
     'accuracy': accuracy, 'cb': cb, 'f1_accuracy': f1_accuracy, 'axb': axb, 'axg': axg,
-    'multirc': multirc, 'squad': squad, 'record': record,
+    'multirc': multirc, 'squad': squad, 'record': record, 'wsc_simple': wsc_simple,
 }
-TEXT_METRICS = ('squad', 'record')  # take decoded strings, not label indices
+TEXT_METRICS = ('squad', 'record', 'wsc_simple')  # take decoded strings, not label indices
 
 
 def compute(metric: str, predictions, records: Records) -> dict:

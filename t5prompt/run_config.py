@@ -136,12 +136,20 @@ def _train_config() -> ml_collections.ConfigDict:
 
 
 def python_file(path: Path, function: str, returns: str):
-  """`function` of the Python file at `path` (a config: configs/*.py), after running it."""
+  """`function` of the Python file at `path` (a config: configs/*.py), after running it; a file
+  that is not Python, or fails to run, is refused in one line."""
   if not path.is_file():
     raise FileNotFoundError(f'No config file at {path}; configs live in configs/*.py.')
   module_spec = importlib.util.spec_from_file_location(f'_t5prompt_{path.stem}', path)
+  if module_spec is None or path.suffix != '.py':
+    raise ValueError(f'{path} is not a Python config file (configs/*.py).')
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except (SyntaxError, ValueError) as error:  # not Python; null bytes
+    raise ValueError(f'{path} is not a valid Python config file: {error}') from None
+  except ImportError as error:
+    raise ValueError(f'{path} failed to import: {error}') from None
   if not hasattr(module, function):
     raise ValueError(f'{path} must define {function}() returning {returns}.')
   return getattr(module, function)
@@ -174,7 +182,16 @@ def _check_keys(config, reference, prefix: str = '') -> None:
       _check_keys(value, reference[key], f'{prefix}{key}.')
 
 
-def _parse_value(text: str):
+BOOLEANS = {'true': True, 'false': False, '1': True, '0': False, 'yes': True, 'no': False}
+
+
+def _parse_value(text: str, current):
+  """The override's value: a string field takes the text as it is, a boolean field any of
+  true/false/1/0/yes/no, the rest a Python literal (or, failing that, the text)."""
+  if isinstance(current, str):
+    return text
+  if isinstance(current, bool) and text.strip().lower() in BOOLEANS:
+    return BOOLEANS[text.strip().lower()]
   try:
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
@@ -188,8 +205,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     raise ValueError(f'Override {override!r} must look like --config.train.steps=100.')
   key, text = override.split('=', 1)
   node, leaf = _field(config, key)
-  value = text if isinstance(node[leaf], str) else _parse_value(text)  # a string as it is
-  set_field(config, key, value, shown=repr(text))
+  set_field(config, key, _parse_value(text, node[leaf]), shown=repr(text))
 
 
 def set_field(config: ml_collections.ConfigDict, key: str, value: Any, shown: str = '') -> None:

@@ -188,7 +188,8 @@ class RunDir:
   @contextlib.contextmanager
   def lock(self, enabled: bool = True):
     """Holds `<run>/.lock` while a process works here, so a second process on the same run
-    directory is refused rather than interleaving its writes (multi-host: only host 0)."""
+    directory is refused rather than interleaving its writes (multi-host: only host 0). The
+    file goes when the lock is released."""
     if not enabled:
       yield
       return
@@ -209,6 +210,7 @@ class RunDir:
       try:
         yield
       finally:
+        (self.path / LOCK).unlink(missing_ok=True)  # still holding it: nobody else can start
         fcntl.flock(handle, fcntl.LOCK_UN)
 
   # --- the exported prompt ----------------------------------------------------------------

@@ -4,8 +4,11 @@
 import dataclasses
 from pathlib import Path
 
-from t5prompt.data import pipeline
+from t5prompt.data import pipeline, text
+from t5prompt.data.sources import DataNotFoundError, cache_dir, data_dir
 from t5prompt.data.tasks import get_task_spec
+from t5prompt.data.vocab import default_spm_path
+from t5prompt.models.convert import VOCABULARY_FILE
 from t5prompt.prompts import methods
 
 
@@ -59,3 +62,43 @@ def load_eval_sets(config, vocabulary, splits: tuple[str, ...] = ()) -> dict:
         spec.name, split or 'validation', config.task.input_length, target_length(config, spec),
         vocabulary))
   return eval_sets
+
+
+def missing_data(config) -> list[str]:
+  """Every piece of data the run needs that is not there (the vocabulary, each task split, the
+  pre-training text), each saying where it was looked for and how to get it; [] if none. Cheap:
+  it only looks for files, so runs check it before any compute."""
+  problems = []
+  try:
+    _check_vocabulary(config.model)
+  except FileNotFoundError as error:
+    problems.append(str(error))
+  needed = [(config.task.name, config.task.train_split)]
+  needed += [(name, config.task.train_split) for name in config.task.mixture]
+  needed += [(task_spec(config).name, split) for split in config.task.eval_splits]
+  for entry in config.task.extra_evals:
+    name, _, split = entry.partition(':')
+    needed.append((task_spec(config, name).name, split or 'validation'))
+  for name, split in dict.fromkeys(needed):
+    try:
+      get_task_spec(name).source.locate(split)
+    except DataNotFoundError as error:
+      problems.append(f'{name} {split!r}: {error}')
+  return problems
+
+
+def _check_vocabulary(model_config) -> None:
+  """Raises FileNotFoundError when the backbone's vocabulary cannot be had: a checkpoint
+  directory's own, else the one `model.vocabulary` names."""
+  checkpoint = Path(model_config.checkpoint).expanduser()
+  if model_config.checkpoint and (checkpoint / VOCABULARY_FILE).is_file():
+    return
+  name = model_config.vocabulary
+  if name.startswith('miniature-'):
+    if not (cache_dir() / 'vocabularies' / f'{name}.model').is_file():
+      for relative in text.files():  # it is trained from the pre-training text
+        if not (data_dir() / relative).is_file():
+          raise FileNotFoundError(f'vocabulary {name} is trained from {data_dir() / relative}, '
+                                  f'which is missing. {text.HOW_TO_GET}')
+  elif name in ('', 't5'):
+    default_spm_path()

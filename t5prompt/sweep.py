@@ -15,7 +15,6 @@ import itertools
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,7 +23,9 @@ import ml_collections
 from t5prompt import pretrain, train
 from t5prompt.models import get_size
 from t5prompt.run_config import load_config, python_file, set_field, validate, with_method
+from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_dir import FAILED, RunDir
+from t5prompt.run_setup import missing_data
 
 LAUNCHERS = ('local', 'print', 'slurm', 'tpu')
 RunConfigs = list[tuple[str, ml_collections.ConfigDict]]
@@ -63,6 +64,11 @@ class Run:
     if self.stage.pretrain:
       return pretrain.finished(self.config, self.workdir)
     return RunDir(self.workdir).finished(self.config)
+
+  def missing_data(self) -> list[str]:
+    configs = ([self.config[stage] for stage in pretrain.STAGES] if self.stage.pretrain
+               else [self.config])
+    return [message for config in configs for message in missing_data(config)]
 
   def execute(self) -> None:
     if self.stage.pretrain:
@@ -160,6 +166,10 @@ def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
   if problems:
     raise ValueError(f'Sweep {sweep.name!r} has {len(problems)} invalid run(s); nothing ran:\n  '
                      + '\n  '.join(problems))
+  missing = list(dict.fromkeys(message for run in expanded for message in run.missing_data()))
+  if missing:
+    raise DataNotFoundError(f'Sweep {sweep.name!r} needs data that is missing; nothing ran:\n  '
+                            + '\n  '.join(missing))
   return expanded
 
 
@@ -179,8 +189,8 @@ def _status(done: int, failed: int, total: int, current: str = '') -> str:
 
 
 def run_local(expanded: list[Run], sweep_command: list[str], parallel: int = 1) -> dict:
-  """Runs every unfinished run, stage by stage; a failure is written to the run's
-  `failed.json` and the sweep goes on."""
+  """Runs every unfinished run, stage by stage (here, or split over `parallel` worker
+  processes); a failure is written to the run's `failed.json` and the sweep goes on."""
   pending = [run for run in expanded if not run.finished()]
   done, failed = len(expanded) - len(pending), 0
   print(_status(done, failed, len(expanded)) + f' ({done} already finished, skipped)',
@@ -188,53 +198,66 @@ def run_local(expanded: list[Run], sweep_command: list[str], parallel: int = 1) 
   for stage in dict.fromkeys(run.stage.name for run in pending):
     stage_runs = [run for run in pending if run.stage.name == stage]
     if parallel > 1:
-      stage_done, stage_failed = _run_parallel(stage_runs, sweep_command, parallel)
-      done, failed = done + stage_done, failed + stage_failed
+      _run_workers(stage, stage_runs, sweep_command, parallel)
+      for run in stage_runs:
+        done, failed = (done + 1, failed) if run.finished() else (done, failed + 1)
       print(_status(done, failed, len(expanded)), file=sys.stderr)
       continue
     for run in stage_runs:
       print(_status(done, failed, len(expanded), run.key), file=sys.stderr)
-      RunDir(run.workdir).clear_failure()
-      try:
-        run.execute()
-        done += 1
-      except train.Preempted:
-        raise
-      except Exception as error:  # pylint: disable=broad-except  (recorded; the sweep goes on)
-        failed += 1
-        RunDir(run.workdir).record_failure(error)
-        print(f'[sweep] {run.key} FAILED: {type(error).__name__}: {str(error)[:300]} '
-              f'(see {run.workdir / FAILED})', file=sys.stderr)
-  print(_status(done, failed, len(expanded)), file=sys.stderr)
-  return {'done': done, 'failed': failed, 'total': len(expanded)}
-
-
-def _run_parallel(stage_runs: list[Run], sweep_command: list[str],
-                  parallel: int) -> tuple[int, int]:
-  """N runs at a time, each its own `t5prompt sweep ... --run <key>` process."""
-  done = failed = 0
-  queue, active = list(stage_runs), []
-  while queue or active:
-    while queue and len(active) < parallel:
-      run = queue.pop(0)
-      run.workdir.mkdir(parents=True, exist_ok=True)
-      log = open(run.workdir / 'train.log', 'w', encoding='utf-8')  # pylint: disable=consider-using-with
-      command = [sys.executable, '-m', 't5prompt.cli'] + sweep_command[1:] + ['--run', run.key]
-      active.append((run, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
-    time.sleep(1)
-    for item in list(active):
-      run, process, log = item
-      if process.poll() is None:
-        continue
-      log.close()
-      active.remove(item)
-      if process.returncode == 0:
+      if _execute(run):
         done += 1
       else:
         failed += 1
-        RunDir(run.workdir).record_failure(f'exit code {process.returncode}',
-                                           log=str(run.workdir / 'train.log'))
-  return done, failed
+  print(_status(done, failed, len(expanded)), file=sys.stderr)
+  if pending and failed == len(pending):
+    first = next((RunDir(run.workdir).failure() for run in pending
+                  if RunDir(run.workdir).failure()), {'error': 'no failed.json (see the logs)'})
+    print(f'[sweep] every run it ran failed; the first: {first["error"][:500]}', file=sys.stderr)
+  return {'done': done, 'failed': failed, 'total': len(expanded)}
+
+
+def _execute(run: Run) -> bool:
+  """Runs one run; a failure (not a preemption) is recorded in its directory."""
+  RunDir(run.workdir).clear_failure()
+  try:
+    run.execute()
+    return True
+  except train.Preempted:
+    raise
+  except Exception as error:  # pylint: disable=broad-except  (recorded; the sweep goes on)
+    RunDir(run.workdir).record_failure(error)
+    print(f'[sweep] {run.key} FAILED: {type(error).__name__}: {str(error)[:300]} '
+          f'(see {run.workdir / FAILED})', file=sys.stderr)
+    return False
+
+
+def _run_workers(stage: str, stage_runs: list[Run], sweep_command: list[str],
+                 parallel: int) -> None:
+  """`parallel` worker processes (`t5prompt sweep ... --shard i/n --stage S`), each running
+  every n-th pending run of the stage one after another, in one process (data and compiled
+  steps are reused across its runs); their output goes to the sweep's workdir."""
+  workdir = Path(sweep_command[sweep_command.index('--workdir') + 1])
+  workdir.mkdir(parents=True, exist_ok=True)
+  workers = []
+  for index in range(min(parallel, len(stage_runs))):
+    log = open(workdir / f'sweep_{stage}_worker{index}.log', 'w',  # pylint: disable=consider-using-with
+               encoding='utf-8')
+    command = [sys.executable, '-m', 't5prompt.cli', *sweep_command[1:], '--stage', stage,
+               '--shard', f'{index}/{parallel}']
+    workers.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
+  for process, log in workers:
+    process.wait()
+    log.close()
+
+
+def run_shard(expanded: list[Run], stage: str, shard: str) -> dict:
+  """A worker's share of a stage: its pending runs i, i + n, i + 2n, ... (shard 'i/n')."""
+  index, count = (int(part) for part in shard.split('/'))
+  pending = [run for run in expanded if run.stage.name == stage and not run.finished()]
+  mine = pending[index::count]
+  results = [_execute(run) for run in mine]
+  return {'done': sum(results), 'failed': len(results) - sum(results), 'total': len(mine)}
 
 
 def launch_commands(expanded: list[Run], sweep_command: list[str], launcher: str,
@@ -278,9 +301,10 @@ def _slurm_scripts(per_stage: dict[str, list[str]], workdir: Path) -> str:
 
 
 def run_sweep(path: str | Path, workdir: str | Path, launcher: str = 'local',
-              parallel: int = 1, only: str = '') -> dict:
+              parallel: int = 1, only: str = '', stage: str = '', shard: str = '') -> dict:
   """Runs (or launches) the sweep at `path` into `workdir`; `only` runs the one run of that
-  key (stage/name), as remote launchers and parallel workers do."""
+  key (stage/name), as remote launchers do; `stage` with `shard` ('i/n') a parallel worker's
+  share of that stage."""
   workdir = Path(workdir)
   sweep = load_sweep(path, workdir)
   expanded = expand(sweep, workdir)  # every run validated before anything runs
@@ -292,6 +316,8 @@ def run_sweep(path: str | Path, workdir: str | Path, launcher: str = 'local',
                        f'{expanded[0].key if expanded else "(none)"}.')
     selected[0].execute()
     return {'done': 1, 'failed': 0, 'total': 1}
+  if shard:
+    return run_shard(expanded, stage, shard)
   print(f'[sweep] {sweep.name}: {len(expanded)} runs in {len(sweep.stages)} stage(s), '
         f'{workdir}', file=sys.stderr)
   if launcher != 'local':

@@ -27,7 +27,9 @@ from t5prompt.partitioning import Partitioning, make_partitioning
 from t5prompt.prompts import methods
 from t5prompt.run_dir import Result, RunDir, manifest
 from t5prompt.run_log import RunLog
-from t5prompt.run_setup import load_eval_sets, load_train_data, model_label, task_spec
+from t5prompt.data.sources import DataNotFoundError
+from t5prompt.run_setup import (load_eval_sets, load_train_data, missing_data, model_label,
+                                task_spec)
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped cleanly by a signal, rerun to resume
 
@@ -112,6 +114,9 @@ def train(config, workdir: str | os.PathLike,
   if run_dir.finished(config):
     print(f'{workdir} already finished; result.json kept.', file=sys.stderr)
     return run_dir.result()
+  missing = missing_data(config)
+  if missing:  # before any compute, every missing piece at once
+    raise DataNotFoundError('The data this run needs is missing:\n  ' + '\n  '.join(missing))
   method = methods.get(config.method)
   is_writer = jax.process_index() == 0  # one host writes logs, results and exports
   if not method.trains:  # e.g. prompt design: nothing to train, evaluate
@@ -187,7 +192,7 @@ def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpo
   stop = StopSignal()
   finite = jnp.array(True)  # on device: no per-step host sync just to watch for NaN
   last_good, last_log = loop.step, (time.perf_counter(), loop.step)
-  progress = _progress(steps, loop.step, enabled=is_writer)
+  progress, compiling = _progress(steps, loop.step, enabled=is_writer), True
   try:
     while loop.step < steps and not loop.stopped_early:
       # Each host loads only its rows of the global batch.
@@ -200,7 +205,13 @@ def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpo
       finite = finite & jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
       loop.step += 1
       step = loop.step
-      progress.update(1)
+      if compiling and is_writer:  # the first step compiles: keep it out of the ETA
+        jax.block_until_ready(metrics)
+        progress.write(f'train: the first step (compiling the train step) took '
+                       f'{time.perf_counter() - last_log[0]:.1f}s', file=sys.stderr)
+        progress.reset(steps)
+      compiling = False
+      progress.update(step - progress.n)
       stopping = stop.requested(step)
       boundary = step == steps
       if step % train_config.log_every == 0 or boundary:

@@ -20,7 +20,9 @@ COUNTS = {
     'superglue_record': {'fewglue_dev32': 32},
     'superglue_rte': {'train': 2490, 'validation': 277, 'test': 3000},
     'superglue_wic': {'validation': 638, 'fewglue_train': 32, 'fewglue_dev32': 32},
-    'superglue_wsc': {'train': 554, 'validation': 104, 'test': 146},
+    # T5's wsc_simple trains on the 259 true (noun, pronoun) pairs; the binary form on all.
+    'superglue_wsc': {'train': 259, 'validation': 104, 'test': 146},
+    'superglue_wsc_binary': {'train': 554, 'validation': 104, 'test': 146},
     'mrqa_squad': {'validation': 10507},
     'mrqa_drop': {'validation': 1503},
     'mrqa_duorc': {'validation': 1501},
@@ -44,7 +46,8 @@ FIRST_INPUTS = {  # T5's formats, no task prefix (the paper's setting)
                                       'faucet. question: effect',
     ('superglue_wic', 'validation'): 'sentence1: An emerging professional class. sentence2: '
                                      'Apologizing for losing your temper',
-    ('superglue_wsc', 'validation'): 'span1_text: anyone span2_text: him text: Bernard , who',
+    ('superglue_wsc', 'validation'): 'Bernard , who had not told the government official that',
+    ('superglue_wsc_binary', 'validation'): 'span1_text: anyone span2_text: him text: Bernard ,',
     ('superglue_multirc', 'validation'): 'question: Would the mass of a baseball affect how much '
                                          'force you have to use to pick it up? answer: No '
                                          'paragraph: What causes a change in motion?',
@@ -60,7 +63,8 @@ FIRST_INPUTS = {  # T5's formats, no task prefix (the paper's setting)
 FIRST_TARGETS = {
     ('superglue_rte', 'validation'): 'not_entailment', ('superglue_cb', 'validation'):
     'contradiction', ('superglue_boolq', 'validation'): 'False', ('superglue_copa', 'validation'):
-    'choice2', ('superglue_wic', 'validation'): 'False', ('superglue_wsc', 'validation'): 'False',
+    'choice2', ('superglue_wic', 'validation'): 'False', ('superglue_wsc', 'validation'): 'anyone',
+    ('superglue_wsc_binary', 'validation'): 'False',
     ('superglue_multirc', 'validation'): 'False', ('superglue_record', 'fewglue_dev32'):
     'Benazir Bhutto', ('mrqa_squad', 'validation'): 'Denver Broncos', ('glue_mrpc', 'validation'):
     'equivalent', ('paraphrase_qqp', 'kshot16_13_train'): 'duplicate',

@@ -155,3 +155,27 @@ def test_test_splits_are_refused_for_scoring():
   records = get_task_spec('superglue_cb').records('test')
   with pytest.raises(ValueError, match='no labels'):
     metrics.compute('cb', np.zeros(len(records), int), records)
+
+
+@pytest.mark.parametrize('prediction, referent, named', [
+    ('the sales clerk', 'sales clerk', 1),  # determiners and case ignored
+    ('The Mayor', 'the mayor', 1),
+    ('bunny', 'fuzzy bunny', 1),  # one's words within the other's
+    ('Bob', "Bob's hat", 0),  # a possessive matches only a possessive
+    ('the dog', 'the cat', 0),  # another noun phrase
+    ('the', 'cat', -1),  # nothing but a determiner: invalid
+])
+def test_wsc_simple_names_the_referent_as_t5_matches_it(prediction, referent, named):
+  assert metrics.names_referent(prediction, referent) == named
+
+
+def test_wsc_simple_scores_on_the_shipped_dev_set():
+  """Decoding each candidate itself names it: right for the 38 true pairs, wrong for the 66
+  false ones; answering a wrong noun phrase everywhere gets the false pairs right."""
+  records = get_task_spec('superglue_wsc').records('validation')
+  assert len(records) == 104 and sum(r['label'] for r in records) == 38
+  echo = metrics.compute('wsc_simple', [r['targets'] for r in records], records)
+  assert echo['score'] == pytest.approx(100 * 38 / 104)
+  other = metrics.compute('wsc_simple', ['zebra'] * len(records), records)
+  assert other['score'] == pytest.approx(100 * 66 / 104)
+  assert records[0]['inputs'].split(' ')[47] == '*him*'

@@ -68,11 +68,22 @@ def test_loss_and_prompt_gradient_equal_peft(backbone):
   assert np.abs(reference_grad).max() > 1e-3  # a real gradient, not two zeros
 
 
-def test_exported_adapter_loads_in_peft_with_equal_logits(backbone, tmp_path):
+INIT_RECORDS = [  # what a run's prompt.json says of each init
+    {'name': 'random_uniform', 'range': [-0.5, 0.5]}, {'name': 'sampled_vocab', 'population': 50},
+    {'name': 'class_label', 'labels': ['entailment', 'not_entailment']},
+    {'name': 'text', 'text': 'Is it true?', 'token_ids': [27, 19, 1]},
+    {'name': 'file', 'path': 'prompts/rte.npy'}]
+
+
+@pytest.mark.parametrize('init', INIT_RECORDS, ids=lambda init: init['name'])
+def test_exported_adapter_loads_in_peft_with_equal_logits(backbone, tmp_path, init):
+  """Every init exports an adapter PEFT loads (PEFT would re-tokenize a TEXT init's text, so
+  the adapter config says RANDOM: the weights are what count) with the same outputs, and the
+  real init is kept in t5prompt's own record."""
   directory, config, params = backbone
   prompt = np.random.RandomState(1).normal(0, 1, (PROMPT_LENGTH, config.d_model))
   peft_format.export_peft(tmp_path / 'adapter', prompt, config, str(directory),
-                          {'init': {'name': 'class_label'}, 'task': 'superglue_rte'})
+                          {'init': init, 'task': 'superglue_rte'})
   base = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
   loaded = peft.PeftModel.from_pretrained(base, tmp_path / 'adapter').eval()
   assert loaded.peft_config['default'].num_transformer_submodules == 1
@@ -88,7 +99,7 @@ def test_exported_adapter_loads_in_peft_with_equal_logits(backbone, tmp_path):
   np.testing.assert_allclose(np.asarray(ours), reference.numpy(), atol=TOLERANCE, rtol=0)
   # t5prompt's own record sits beside PEFT's config, which would drop unknown keys.
   record = json.loads((tmp_path / 'adapter' / peft_format.T5PROMPT_RECORD).read_text())
-  assert record['init']['name'] == 'class_label'
+  assert record['init'] == init
 
 
 def test_import_peft_reads_a_peft_saved_adapter(backbone, tmp_path):

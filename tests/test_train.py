@@ -138,9 +138,15 @@ def test_resume_with_another_backbone_is_refused_showing_both(finished_run):
 def test_cli_eval_and_export_peft(finished_run, tmp_path, capsys):
   workdir, result = finished_run
   assert cli.main(['eval', '--workdir', str(workdir)]) == 0
-  evaluated = json.loads(capsys.readouterr().out)
+  captured = capsys.readouterr()
+  evaluated = json.loads(captured.out)
   assert evaluated['step'] == result.best_step
-  assert evaluated['metrics']['validation']['num_examples'] == 56  # the whole split this time
+  # The run's own cap (train.max_eval_examples=16), so the run's scores, said so.
+  assert 'the first 16 example(s) of each eval set (as the run did)' in captured.err
+  assert evaluated['metrics']['validation'] == result.metrics['validation']
+  assert cli.main(['eval', '--workdir', str(workdir), '--max-examples', '0']) == 0
+  everything = json.loads(capsys.readouterr().out)
+  assert everything['metrics']['validation']['num_examples'] == 56  # the whole split
   assert cli.main(['export-peft', '--workdir', str(workdir), '--output',
                    str(tmp_path / 'adapter')]) == 0
   adapter = json.loads((tmp_path / 'adapter' / 'adapter_config.json').read_text())

@@ -63,3 +63,11 @@ def test_span_corruption_style_sentinels_equal_transformers(vocabulary, hf_token
     assert 32099 in ours and 32098 in ours
     decoded = vocabulary.decode(ours)  # lossy on characters T5 lacks (e.g. ``), not sentinels
     assert decoded.index('<extra_id_0>') < decoded.index('<extra_id_1>')
+
+
+def test_t5s_vocabulary_ships_with_the_package(tmp_path, monkeypatch):
+  """No data directory at all: T5's vocabulary still loads (it is package data)."""
+  monkeypatch.setenv('T5PROMPT_DATA_DIR', str(tmp_path / 'nothing'))
+  from t5prompt.data import vocab  # pylint: disable=import-outside-toplevel
+  assert vocab.default_spm_path().is_file()
+  assert vocab.get_vocabulary().encode('I have a cat.') == [27, 43, 3, 9, 1712, 5]

@@ -9,9 +9,17 @@ therefore just the step, and a resumed run sees exactly the batches it would hav
 
 import dataclasses
 import functools
+import hashlib
+import json
+import sys
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from t5prompt import atomic
+from t5prompt.data.sources import cache_dir
+from t5prompt.data.vocab import get_vocabulary
 
 from t5prompt.data.spec import record
 from t5prompt.data.tasks import get_task_spec, seqio_task
@@ -59,16 +67,10 @@ def _load_tokenized(task_name: str, split: str, input_length: int, target_length
                     spm_file: str) -> TokenizedSplit:
   spec = get_task_spec(task_name)
   spec.source.locate(split)  # a clear error naming where it looked, before TF gets involved
-  task = seqio_task(task_name, spm_file)
-  # No sequence_length: append_eos_after_trim then only appends EOS, and _pad trims (counted).
-  dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
-  inputs, targets = [], []
-  for example in dataset.as_numpy_iterator():
-    inputs.append(example['inputs'])
-    targets.append(example['targets'])
+  if spec.to_records is None:  # a token-level task over a whole corpus: kept on disk
+    return _cached_on_disk(spec, split, input_length, target_length, spm_file)
+  inputs, targets = _tokenize(task_name, split, spm_file)
   records = spec.records(split)
-  if records is None:  # token-level examples have no text records
-    records = [record('', '') for _ in inputs]
   if not records:
     raise ValueError(f'{task_name} {split!r} has no examples.')
   if len(records) != len(inputs):
@@ -79,6 +81,50 @@ def _load_tokenized(task_name: str, split: str, input_length: int, target_length
   labels = np.asarray([r['label'] for r in records], np.int32)
   return TokenizedSplit(task_name, split, inputs, targets, labels, truncated_inputs,
                         truncated_targets, records)
+
+
+def _tokenize(task_name: str, split: str, spm_file: str) -> tuple[list, list]:
+  """Every example's (inputs, targets) token ids from the seqio Task, with progress shown."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  # No sequence_length: append_eos_after_trim then only appends EOS, and _pad trims (counted).
+  dataset = seqio_task(task_name, spm_file).get_dataset(
+      sequence_length=None, split=split, shuffle=False, use_cached=False)
+  inputs, targets = [], []
+  for example in tqdm(dataset.as_numpy_iterator(), desc=f'tokenize {task_name} {split}',
+                      unit=' examples', file=sys.stderr, mininterval=10,
+                      disable=not sys.stderr.isatty()):
+    inputs.append(example['inputs'])
+    targets.append(example['targets'])
+  return inputs, targets
+
+
+def _cached_on_disk(spec, split: str, input_length: int, target_length: int,
+                    spm_file: str) -> TokenizedSplit:
+  """A token-level split (pre-training), tokenized once per vocabulary, corpus and format and
+  kept in the cache directory: tokenizing the whole corpus takes minutes."""
+  vocabulary = Path(spm_file or get_vocabulary().sentencepiece_model_file).read_bytes()
+  key = hashlib.sha256(json.dumps([
+      spec.name, spec.cache_key, split, input_length, target_length,
+      hashlib.sha256(vocabulary).hexdigest(), spec.source.fingerprint()]).encode()).hexdigest()
+  path = cache_dir() / 'tokenized' / f'{spec.name}-{split}-{key[:16]}.npz'
+  if path.is_file():
+    with np.load(path) as saved:
+      inputs, targets, truncated = saved['inputs'], saved['targets'], saved['truncated']
+  else:
+    print(f'tokenizing {spec.name} {split} (once: kept in {path.parent})', file=sys.stderr)
+    inputs, targets = _tokenize(spec.name, split, spm_file)
+    (inputs, truncated_inputs), (targets, truncated_targets) = (
+        _pad(inputs, input_length), _pad(targets, target_length))
+    truncated = np.array([truncated_inputs, truncated_targets])
+
+    def write(name):
+      with open(name, 'wb') as stream:
+        np.savez(stream, inputs=inputs, targets=targets, truncated=truncated)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes_with(path, write)
+  return TokenizedSplit(spec.name, split, inputs, targets, np.full(len(inputs), -1, np.int32),
+                        int(truncated[0]), int(truncated[1]),
+                        [record('', '') for _ in range(len(inputs))])
 
 
 def concatenate(splits: list[TokenizedSplit]) -> TokenizedSplit:

@@ -121,7 +121,9 @@ def _task(name: str, make_pair, description: str) -> TaskSpec:
   return TaskSpec(
       name=name, source=TextSource(), to_records=None, metric='lm', eval_mode='loss',
       target_length=CHUNK + 8, description=description,
-      token_preprocessors=(_chunks, functools.partial(_objective, make_pair)))
+      token_preprocessors=(_chunks, functools.partial(_objective, make_pair)),
+      # Change the format (these constants, the objectives) and the cached splits change name.
+      cache_key=f'chunk{CHUNK}-noise{NOISE_DENSITY}-span{MEAN_NOISE_SPAN}-lm{PREFIX_LM_TARGET}-v1')
 
 
 TASKS = {

@@ -110,13 +110,14 @@ class Source:
 
   def __init__(self, local: dict[str, Sequence[str]], reader: Callable[[Path], Iterator[dict]],
                tfds_name: str = '', tfds_splits: dict[str, str] | None = None,
-               from_tfds: Callable[[dict], dict] = lambda example: example, how_to_get: str = ''):
+               from_tfds: Callable[[dict], dict] = lambda example: example,
+               how_to_get: str | dict[str, str] = ''):
     self.local = local  # split -> candidate paths relative to the data directory
     self.reader = reader
     self.tfds_name = tfds_name
     self.tfds_splits = tfds_splits or {}
     self.from_tfds = from_tfds
-    self.how_to_get = how_to_get
+    self.how_to_get = how_to_get  # one text, or per split ('' the rest's)
 
   @property
   def splits(self) -> tuple[str, ...]:
@@ -141,8 +142,10 @@ class Source:
     looked = [str(data_dir() / c) for c in self.local.get(split, ())]
     if self.tfds_name and split in self.tfds_splits:
       looked.insert(0, f'TFDS {self.tfds_name} (prepared) in {tfds_dir()}')
+    how_to_get = (self.how_to_get.get(split, self.how_to_get.get('', ''))
+                  if isinstance(self.how_to_get, dict) else self.how_to_get)
     raise DataNotFoundError(f'No data for split {split!r}: looked for {" and ".join(looked)}. '
-                            f'{self.how_to_get}')
+                            f'{how_to_get}')
 
   def rows(self, split: str) -> list[dict]:
     if self.tfds_name and split in self.tfds_splits:

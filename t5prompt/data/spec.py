@@ -26,8 +26,10 @@ class TaskSpec:
   target_length: int = 8
   with_prefix: bool = False
   description: str = ''
-  # seqio preprocessors after tokenization (a pre-training objective over the tokens).
+  # seqio preprocessors after tokenization (a pre-training objective over the tokens), and
+  # what names their output format in the on-disk cache of tokenized splits.
   token_preprocessors: tuple[Callable, ...] = ()
+  cache_key: str = ''
 
   @property
   def splits(self) -> tuple[str, ...]:

@@ -12,8 +12,12 @@ import re
 from t5prompt.data.sources import Source, read_jsonl
 from t5prompt.data.spec import TaskSpec, labelled, record
 
-HOW_TO_GET = ('Get the SuperGLUE release (https://super.gluebenchmark.com/tasks) and unpack it '
-              'under $T5PROMPT_DATA_DIR/superglue/, or prepare TFDS super_glue in $TFDS_DATA_DIR.')
+_RELEASE = ('Get the SuperGLUE release (https://super.gluebenchmark.com/tasks) and unpack it '
+            'under $T5PROMPT_DATA_DIR/superglue/, or prepare TFDS super_glue in $TFDS_DATA_DIR.')
+_FEWGLUE = ('Get FewGLUE (https://github.com/timoschick/fewglue: <Task>/train.jsonl) and '
+            'FewGLUE_32dev (https://github.com/THUDM/P-tuning: FewGLUE_32dev/<Task>/dev32.jsonl) '
+            'into $T5PROMPT_DATA_DIR/superglue/<Task>/fewglue_32/.')
+HOW_TO_GET = {'': _RELEASE, 'fewglue_train': _FEWGLUE, 'fewglue_dev32': _FEWGLUE}
 SPLIT_FILES = {'train': 'train.jsonl', 'validation': 'val.jsonl', 'test': 'test.jsonl',
                'fewglue_train': 'fewglue_32/train.jsonl', 'fewglue_dev32': 'fewglue_32/dev32.jsonl'}
 TFDS_SPLITS = {'train': 'train', 'validation': 'validation', 'test': 'test'}
@@ -106,9 +110,27 @@ def _wsc_from_tfds(example):
       'span1_index', 'span2_index', 'span1_text', 'span2_text')}}
 
 
+def _wsc_simple(example, split, with_prefix):
+  """WSC as T5 scores it (`wsc_simple`, the paper's numbers): the text with its pronoun marked
+  `*he*`, the target the candidate referent (span1); the model decodes a noun phrase, right
+  when it names the referent exactly for true pairs and anything else for false ones
+  (`metrics.wsc_simple`). Training keeps only the true pairs, as T5 does."""
+  target = example['target']
+  words = example['text'].split(' ')
+  index = target['span2_index']
+  words[index] = f'*{words[index]}*'
+  inputs = ('wsc: ' if with_prefix else '') + ' '.join(words)
+  if example.get('label') is None:
+    return [record(inputs, target['span1_text'], answers=[target['span1_text']])]
+  label = int(example['label'])
+  if split in ('train', 'fewglue_train') and not label:
+    return []
+  return [record(inputs, target['span1_text'], label, answers=[target['span1_text']])]
+
+
 def _wsc(example, split, with_prefix):
-  """WSC as a yes/no question about one (noun, pronoun) pair. (T5 proper decodes the referent,
-  `wsc_simple`; the binary form keeps every SuperGLUE task on rank classification.)"""
+  """WSC as a yes/no question about one (noun, pronoun) pair (`superglue_wsc_binary`): every
+  pair, rank classification; `superglue_wsc` is T5's referent-decoding form."""
   target = example['target']
   flat = {'span1_text': target['span1_text'], 'span2_text': target['span2_text'],
           'text': example['text'], 'label': example.get('label'), 'idx': example.get('idx')}
@@ -137,8 +159,10 @@ TASKS = {
                                 ENTAILMENT_2),
     'wic': _classification_task('wic', 'wic', 'WiC', 'wic', ('sentence1', 'sentence2', 'word'),
                                 BOOLEAN),
-    'wsc': TaskSpec('wsc', _source('WSC', 'wsc.fixed', _wsc_from_tfds), _wsc, 'accuracy',
-                    BOOLEAN),
+    'wsc': TaskSpec('wsc', _source('WSC', 'wsc.fixed', _wsc_from_tfds), _wsc_simple,
+                    'wsc_simple', eval_mode='decode', target_length=16),
+    'wsc_binary': TaskSpec('wsc_binary', _source('WSC', 'wsc.fixed', _wsc_from_tfds), _wsc,
+                           'accuracy', BOOLEAN),
     # Diagnostics: evaluated with an RTE-trained prompt, hence RTE's format and labels.
     'axb': TaskSpec('axb', Source({'test': ['superglue/AX-b/AX-b.jsonl']}, read_jsonl,
                                   'super_glue/axb', {'test': 'test'}, how_to_get=HOW_TO_GET),

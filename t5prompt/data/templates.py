@@ -47,7 +47,7 @@ TEMPLATES = {
 
 def _records(name: str, template: Template, example, split, with_prefix):
   del with_prefix  # a template is its own instruction
-  base = TASKS[name]
+  base = TASKS[BASES.get(name, name)]
   inputs = template.render(example)
   if 'label' not in example or example['label'] == -1:
     return [record(inputs, '')]
@@ -70,11 +70,15 @@ def _multirc_records(example, split, with_prefix):
   return out
 
 
+# The template asks about one (noun, pronoun) pair: WSC's binary form, with its labels.
+BASES = {'wsc': 'wsc_binary'}
+
+
 def template_specs() -> dict[str, TaskSpec]:
   """`superglue_<task>_template` for every task with a template."""
   specs = {}
   for name, template in TEMPLATES.items():
-    base = TASKS[name]
+    base = TASKS[BASES.get(name, name)]
     to_records = (_multirc_records if name == 'multirc'
                   else functools.partial(_records, name, template))
     full = f'superglue_{name}_template'

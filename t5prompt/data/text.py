@@ -122,3 +122,8 @@ class TextSource:
 
   def rows(self, split: str) -> list[dict]:
     return [{'text': text} for text in documents(split)]
+
+  def fingerprint(self) -> list:
+    """What identifies the text read: each file's name, size and modification time."""
+    return [(relative, _require(relative).stat().st_size, _require(relative).stat().st_mtime)
+            for relative in files()]

@@ -19,23 +19,22 @@ import re
 import shutil
 from pathlib import Path
 
-from t5prompt.data.sources import cache_dir, data_dir
+from t5prompt.data.sources import cache_dir
 from t5prompt.data.tf_setup import tensorflow
 
 NUM_EXTRA_IDS = 100
-SPM_RELATIVE_PATH = 't5_spm/sentencepiece.model'
 T5 = 't5'
 _MINIATURE = re.compile(r'^miniature-(\d+)$')
+# T5's SentencePiece model (Apache-2.0, gs://t5-data/vocabs/cc_all.32000/sentencepiece.model,
+# sha256 9e925505...2a93) ships with the package: every checkpoint of the paper needs it.
+T5_SPM = Path(__file__).with_name('t5_sentencepiece.model')
 
 
 def default_spm_path() -> Path:
-  path = data_dir() / SPM_RELATIVE_PATH
-  if not path.exists():
-    raise FileNotFoundError(
-        f'T5 SentencePiece model not found at {path}. Set T5PROMPT_DATA_DIR to a directory '
-        f'holding {SPM_RELATIVE_PATH} (the public copy is '
-        'gs://t5-data/vocabs/cc_all.32000/sentencepiece.model), or pass its path.')
-  return path
+  if not T5_SPM.is_file():
+    raise FileNotFoundError(f'T5\'s SentencePiece model is missing from the package ({T5_SPM}); '
+                            'reinstall t5prompt.')
+  return T5_SPM
 
 
 def check_name(name: str) -> None:

@@ -125,6 +125,11 @@ def make_initializer(name: str, *, embedding, vocabulary=None, labels: Sequence[
                      population: int = VOCAB_POPULATION) -> tuple[Initializer, dict[str, Any]]:
   """The initialiser a config names, and the record of it a run writes to its outputs."""
   record: dict[str, Any] = {'name': name}
+  # Sampled rows come from the vocabulary's own pieces, never its sentinels or the table's
+  # padding rows (a small vocabulary can have fewer pieces than `population`).
+  if vocabulary is not None:
+    population = min(population, vocabulary.vocab_size - vocabulary.extra_ids
+                     - FIRST_ORDINARY_ID)
   if name == 'random_uniform':
     record['range'] = [-0.5, 0.5]
     return uniform_init(0.5), record

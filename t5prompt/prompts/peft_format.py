@@ -5,6 +5,8 @@ An adapter directory (what `peft.PeftModel.from_pretrained` loads) holds
 `adapter_config.json` with `num_transformer_submodules: 1`, so only the encoder is prompted, as
 in the paper (PEFT's seq2seq default of 2 would also prompt the decoder). PEFT drops keys it does
 not know, so t5prompt's own record (real init, task, scores) goes in `t5prompt_adapter.json`.
+The adapter config says `prompt_tuning_init: RANDOM` whatever the init was: PEFT re-runs a TEXT
+init at load (and refuses it without a tokenizer) before the saved weights replace it.
 """
 
 import json
@@ -20,7 +22,6 @@ from t5prompt.models.sizes import T5Config
 ADAPTER_WEIGHTS = 'adapter_model.safetensors'
 ADAPTER_CONFIG = 'adapter_config.json'
 T5PROMPT_RECORD = 't5prompt_adapter.json'
-PEFT_INIT_NAMES = {'random_uniform': 'RANDOM', 'sampled_vocab': 'SAMPLE_VOCAB', 'text': 'TEXT'}
 
 
 def export_peft(directory: str | os.PathLike, prompt: np.ndarray, config: T5Config,
@@ -33,7 +34,6 @@ def export_peft(directory: str | os.PathLike, prompt: np.ndarray, config: T5Conf
   directory = Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   record = dict(record or {})
-  init = record.get('init', {}).get('name', 'random_uniform')
   atomic.write_bytes_with(directory / ADAPTER_WEIGHTS, lambda name: save_file(
       {'prompt_embeddings': prompt}, name, metadata={'format': 'pt'}))
   atomic.write_json(directory / ADAPTER_CONFIG, {
@@ -46,10 +46,8 @@ def export_peft(directory: str | os.PathLike, prompt: np.ndarray, config: T5Conf
       'num_attention_heads': config.num_heads,
       'base_model_name_or_path': base_model,
       'inference_mode': True,
-      # PEFT knows RANDOM, SAMPLE_VOCAB and TEXT; others (class label, file) are recorded as
-      # RANDOM here and exactly in t5prompt_adapter.json. The weights are what count at load.
-      'prompt_tuning_init': PEFT_INIT_NAMES.get(init, 'RANDOM'),
-      'prompt_tuning_init_text': record.get('init', {}).get('text'),
+      'prompt_tuning_init': 'RANDOM',  # the real init: t5prompt_adapter.json
+      'prompt_tuning_init_text': None,
       'tokenizer_name_or_path': None,
   })
   atomic.write_json(directory / T5PROMPT_RECORD, record)
