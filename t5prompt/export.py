@@ -38,6 +38,13 @@ def export_prompt(run_dir: RunDir, artefact: dict, backbone: Backbone, record: d
   return run_dir.export_prompt(artefact, record)
 
 
+def _size_label(config) -> str:
+  """A later stage keeps the name of the size it continues (not its checkpoint's folder)."""
+  if config.model.checkpoint and not config.model.label:
+    return RunDir(config.model.checkpoint).backbone_record().get('size') or model_label(config)
+  return model_label(config)
+
+
 def export_backbone(config, model: T5, params: dict, run_dir: RunDir, backbone: Backbone,
                     record: dict) -> None:
   """The params as a backbone checkpoint in `run_dir` (with the vocabulary it was trained with)
@@ -59,7 +66,7 @@ def export_backbone(config, model: T5, params: dict, run_dir: RunDir, backbone: 
       'shuffled_input_lm_loss': language_model['shuffled_loss'],
       'reliance_examples': language_model['num_examples'],
       'train_loss': {'first': losses[0][1], 'last': losses[-1][1]} if losses else None,
-      'params_hash': digest, 'size': model_label(config),
+      'params_hash': digest, 'size': _size_label(config),
       'num_params': optim.num_elements(params),
       'num_non_embedding_params': optim.num_non_embedding(params),
       'trained_from': backbone.source, 'task': spec.name, 'text': spec.description,

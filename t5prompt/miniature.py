@@ -9,7 +9,7 @@ from t5prompt.data.sources import cache_dir
 from t5prompt.run_config import config_from_file
 from t5prompt.sweep import Stage
 
-SIZES = ('ladder-1', 'ladder-2', 'ladder-3', 'ladder-4')
+SIZES = ('ladder-0', 'ladder-1', 'ladder-2', 'ladder-3')
 PRETRAIN_CONFIG = Path(__file__).resolve().parents[1] / 'configs' / 'pretrain' / 'ladder.py'
 
 

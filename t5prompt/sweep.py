@@ -166,11 +166,15 @@ def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
   if problems:
     raise ValueError(f'Sweep {sweep.name!r} has {len(problems)} invalid run(s); nothing ran:\n  '
                      + '\n  '.join(problems))
+  return expanded
+
+
+def check_data(sweep: Sweep, expanded: list[Run]) -> None:
+  """Every piece of data the runs need is here, or all that is missing is listed at once."""
   missing = list(dict.fromkeys(message for run in expanded for message in run.missing_data()))
   if missing:
     raise DataNotFoundError(f'Sweep {sweep.name!r} needs data that is missing; nothing ran:\n  '
                             + '\n  '.join(missing))
-  return expanded
 
 
 def _validated(stage: Stage, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -307,7 +311,8 @@ def run_sweep(path: str | Path, workdir: str | Path, launcher: str = 'local',
   share of that stage."""
   workdir = Path(workdir)
   sweep = load_sweep(path, workdir)
-  expanded = expand(sweep, workdir)  # every run validated before anything runs
+  expanded = expand(sweep, workdir)  # every run validated, and its data found, before any runs
+  check_data(sweep, expanded)
   sweep_command = ['t5prompt', 'sweep', '--config', str(path), '--workdir', str(workdir)]
   if only:
     selected = [run for run in expanded if run.key == only]

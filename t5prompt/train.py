@@ -85,6 +85,7 @@ class LoopState:
   init: dict | None = None  # how the method's params started
   initial_metrics: dict | None = None  # the untrained prompt's (train.eval_at_start)
   stopped_early: bool = False
+  wall_time_s: float = 0.0  # the run's wall time up to this point, over every process
 
   def record(self, batch_size: int) -> dict:
     return {**dataclasses.asdict(self), 'data_position': self.step * batch_size}
@@ -144,6 +145,7 @@ def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   loop = _resume(run, checkpoints, run_dir) if resuming else None
   loop = loop or LoopState(init=run.init_record)
   run_log = RunLog(run_dir, resume_step=loop.step, enabled=is_writer)
+  origin = start_time - loop.wall_time_s  # a resumed run's clock counts its earlier processes
 
   def run_evals(step: int) -> dict:
     results = evaluate(*run.for_inference(), eval_sets, backbone.vocabulary,
@@ -155,13 +157,13 @@ def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   if loop.step == 0 and config.train.eval_at_start:
     loop.initial_metrics = run_evals(0)
   try:
-    _loop(config, run, loop, train_data, checkpoints, run_log, run_evals, is_writer)
+    _loop(config, run, loop, train_data, checkpoints, run_log, run_evals, is_writer, origin)
     _, best_trainable = checkpoints.restore_best(run.state.trainable)
   finally:
     checkpoints.close()
     run_log.close()
   return _finish(config, run, loop, best_trainable, backbone, run_dir, train_data, eval_sets,
-                 time.time() - start_time, is_writer)
+                 time.time() - origin, is_writer)
 
 
 def _resume(run: Run, checkpoints: RunCheckpoints, run_dir: RunDir) -> LoopState | None:
@@ -185,7 +187,7 @@ def _resume(run: Run, checkpoints: RunCheckpoints, run_dir: RunDir) -> LoopState
 
 
 def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpoints,
-          run_log: RunLog, run_evals, is_writer: bool) -> None:
+          run_log: RunLog, run_evals, is_writer: bool, origin: float) -> None:
   """Steps until `train.steps` (or early stopping): logs, evals, the best params, checkpoints;
   a stop signal finishes the step, saves and raises `Preempted`."""
   state, train_config, steps = run.state, config.train, config.train.steps
@@ -223,6 +225,7 @@ def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpo
       if (step % train_config.checkpoint_every == 0 or boundary or loop.stopped_early
           or stopping):
         last_good = _check_finite(finite, last_good, step, checkpoints)
+        loop.wall_time_s = time.time() - origin
         checkpoints.save(step, {'trainable': state.trainable, 'opt_state': state.opt_state,
                                 'rng': jax.random.key_data(state.rng)},
                          loop.record(train_config.batch_size))

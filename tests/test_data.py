@@ -182,6 +182,6 @@ def test_data_list_and_show_commands(capsys):
   assert cli.main(['data', 'show', 'superglue_wsc', '--num', '2']) == 0
   shown = capsys.readouterr().out
   assert 'superglue_wsc [validation]: 104 examples' in shown
-  assert "targets: 'False'" in shown
+  assert "targets: 'Mr. Moncrieff'" in shown  # T5's wsc_simple: the referent
   assert cli.main(['data', 'show', 'superglue_rtee']) == 2
   assert 'Did you mean superglue_rte' in capsys.readouterr().err

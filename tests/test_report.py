@@ -24,12 +24,15 @@ SCORES = {
 }
 
 
-def _result(series, size, task, seed, score, extra_evals=(), extra_metrics=None, share=60.0):
+def _result(series, size, task, seed, score, extra_evals=(), extra_metrics=None, share=60.0,
+            baseline=None):
+  baseline = {} if baseline is None else {'majority_baseline': baseline}
   return {
       'config': {'task': {'eval_splits': ['validation'], 'extra_evals': list(extra_evals)}},
       'model_size': size, 'num_params': SIZES[size], 'method': series, 'series': series,
       'task': task, 'seed': seed, 'best_step': 10,
-      'metrics': {'validation': {'score': score, 'majority_prediction_share': share},
+      'metrics': {'validation': {'score': score, 'majority_prediction_share': share,
+                                 **baseline},
                   **(extra_metrics or {})}}
 
 
@@ -47,10 +50,10 @@ def test_every_cell_is_the_mean_and_std_over_seeds(results):
   runs, skipped = report.collect(results)
   assert len(runs) == 24 and not skipped
   header, rows, cells = report.scale_table(runs)
-  assert header == ['task', 'series', 'small', 'base']  # ordered by parameter count
+  assert header == ['task', 'series', 'small (77M)', 'base (250M)']  # by parameter count
   for key, scores in SCORES.items():
-    mean, std, n = cells[key]
-    assert mean == pytest.approx(np.mean(scores)) and n == 3
+    mean, std, n, collapsed_runs = cells[key]
+    assert mean == pytest.approx(np.mean(scores)) and n == 3 and collapsed_runs == 0
     assert std == pytest.approx(np.std(scores, ddof=1))
   # The SuperGLUE average: per seed over its tasks, then mean ± std over seeds.
   for series in ('prompt_tuning', 'model_tuning'):
@@ -58,7 +61,7 @@ def test_every_cell_is_the_mean_and_std_over_seeds(results):
       per_seed = [np.mean([SCORES[(series, size, t)][s] for t in ('superglue_rte',
                                                                    'superglue_cb')])
                   for s in range(3)]
-      mean, std, n = cells[(series, size, report.AVERAGE)]
+      mean, std, n, _ = cells[(series, size, report.AVERAGE)]
       assert (mean, std, n) == (pytest.approx(np.mean(per_seed)),
                                 pytest.approx(np.std(per_seed, ddof=1)), 3)
   table = {(row[0], row[1]): row[2:] for row in rows}
@@ -94,9 +97,25 @@ def test_report_files_plot_and_malformed_results(results, capsys):
     assert (out / name).stat().st_size > 0, name
   assert (out / 'scale_plot.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
   rows = list(csv.reader((out / 'scale_table.csv').open()))
-  assert rows[0] == ['task', 'series', 'small', 'base'] and len(rows) > 8
+  assert rows[0] == ['task', 'series', 'small (77M)', 'base (250M)'] and len(rows) > 8
   assert '\\begin{tabular}' in (out / 'scale_table.tex').read_text()
   assert len(list(csv.reader((out / 'runs.csv').open()))) == 25
+
+
+def test_collapsed_runs_single_seeds_and_the_majority_baseline_are_marked(tmp_path):
+  scores = {('prompt_tuning', 0): (40.0, 100.0), ('prompt_tuning', 1): (50.0, 70.0),
+            ('model_tuning', 0): (60.0, 55.0)}
+  for (series, seed), (score, share) in scores.items():
+    (tmp_path / f'{series}{seed}').mkdir()
+    (tmp_path / f'{series}{seed}' / 'result.json').write_text(json.dumps(_result(
+        series, 'small', 'superglue_cb', seed, score, share=share, baseline=36.1)))
+  runs, _ = report.collect(tmp_path)
+  _, rows, _ = report.scale_table(runs)
+  table = {(row[0], row[1]): row[2:] for row in rows}
+  assert table[('superglue_cb', 'prompt_tuning')] == ['45.0 ± 7.1 (2) †1']  # one collapsed
+  assert table[('superglue_cb', 'model_tuning')] == ['60.0 (n=1)']
+  assert table[('superglue_cb', 'majority-class baseline')] == ['36.1']
+  assert table[('superglue_cb', 'gap (model - prompt tuning)')] == ['+15.0']
 
 
 def test_robustness_rows_and_collapse_flag(tmp_path):

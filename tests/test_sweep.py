@@ -40,11 +40,11 @@ def test_product_and_short_names():
 
 
 def test_every_config_in_the_repo_expands():
-  ladder = 3  # the demos' shared pre-training stage
+  ladder = 4  # the demos' shared pre-training stage
   expected = {'scale_superglue': 240, 'ablation_prompt_length': 600, 'ablation_init': 360,
               'ablation_objective': 240, 'robustness_mrqa': 6, 'robustness_paraphrase': 12,
-              'demo': ladder + 12, 'demo_methods': ladder + 21,
-              'demo_transfer': ladder + 12 + 24, 'transfer_spot': 45 + 5 * 8 * (1 + 1 + 7) * 3}
+              'demo': ladder + 48, 'demo_methods': ladder + 28,
+              'demo_transfer': ladder + 16 + 32, 'transfer_spot': 45 + 5 * 8 * (1 + 1 + 7) * 3}
   for name, count in expected.items():
     runs = sweep.expand(sweep.load_sweep(REPO / 'configs' / 'sweeps' / f'{name}.py', '/tmp/x'),
                         '/tmp/x')
@@ -63,14 +63,28 @@ def test_invalid_names_are_all_listed_before_anything_runs(tmp_path):
   assert not (tmp_path / 'runs').exists()
 
 
+def test_missing_data_is_listed_before_anything_runs(tmp_path, capsys):
+  path = _write_sweep(tmp_path, [{**TINY, 'train.seed': 0},
+                                 {**TINY, 'train.seed': 1, 'task.train_split': 'fewglue_train'},
+                                 {**TINY, 'train.seed': 2, 'task.name': 'superglue_record'}])
+  assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs')]) == 2
+  err = capsys.readouterr().err
+  assert "Sweep 'mini' needs data that is missing; nothing ran" in err
+  assert 'fewglue_32/train.jsonl' in err and 'ReCoRD/train.jsonl' in err
+  assert not (tmp_path / 'runs').exists()
+
+
 def test_restarted_sweep_runs_only_unfinished_runs_and_records_failures(tmp_path, capsys):
+  not_a_checkpoint = tmp_path / 'empty'
+  not_a_checkpoint.mkdir()
   path = _write_sweep(tmp_path, [{**TINY, 'train.seed': 0}, {**TINY, 'train.seed': 1},
-                                 {**TINY, 'train.seed': 2, 'task.train_split': 'fewglue_train'}])
+                                 {**TINY, 'train.seed': 2,
+                                  'model.checkpoint': str(not_a_checkpoint)}])
   assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs')]) == 1
   err = capsys.readouterr().err
   assert '[sweep] 2 done, 1 failed, 0 left of 3' in err
   failure = json.loads((tmp_path / 'runs' / 'seed=2' / 'failed.json').read_text())
-  assert 'DataNotFoundError' in failure['error'] and 'fewglue_32/train.jsonl' in failure['error']
+  assert str(not_a_checkpoint) in failure['error']
   first = (tmp_path / 'runs' / 'seed=0' / 'result.json').read_text()
   (tmp_path / 'runs' / 'seed=1' / 'result.json').unlink()  # as if interrupted before the end
   assert sweep.run_sweep(path, tmp_path / 'runs') == {'done': 2, 'failed': 1, 'total': 3}

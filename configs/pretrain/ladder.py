@@ -13,8 +13,8 @@ from t5prompt import pretrain
 
 VOCABULARY = 'miniature-4000'
 # size -> (span-corruption steps, LM-adaptation steps)
-STEPS = {'ladder-1': (1000, 1000), 'ladder-2': (1000, 1000), 'ladder-3': (1000, 1000),
-         'ladder-4': (1000, 1000)}
+STEPS = {'ladder-0': (1000, 1000), 'ladder-1': (1000, 1000), 'ladder-2': (1000, 1000),
+         'ladder-3': (1000, 1000)}
 
 
 def get_config(size: str = 'ladder-1'):

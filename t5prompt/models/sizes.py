@@ -111,7 +111,7 @@ SIZES: dict[str, T5Config] = {
     # (+ 100 sentinels, padded to 4,224 rows). Its size axis is the transformer's.
     **{f'ladder-{index}': _ladder(d_model, num_heads, num_layers)
        for index, (d_model, num_heads, num_layers) in enumerate(
-           ((64, 4, 2), (96, 6, 3), (128, 8, 4), (192, 12, 4)), start=1)},
+           ((48, 3, 2), (64, 4, 2), (96, 6, 3), (128, 8, 4)))},
 }
 
 # Hub ids of the published checkpoints behind each real size name.

@@ -9,6 +9,8 @@ Outputs in DIR/report/:
                             bars, the paper's curves dashed
   robustness.{md,csv}       per domain-shift eval set: model tuning, prompt tuning, delta
   runs.csv                  every run's score per eval set, and a flag on collapsed runs
+  backbones.csv             backbones pre-trained by `t5prompt pretrain`: steps, held-out LM
+                            loss, encoder reliance, minutes
 """
 
 import collections
@@ -158,11 +160,43 @@ def backbone_reliance(runs: list[Result]) -> dict[str, float]:
   """{size: encoder reliance} of the backbones that recorded it (pre-trained by t5prompt)."""
   reliance = {}
   for result in runs:
-    checkpoint = result.config['model'].get('checkpoint')
+    checkpoint = result.config.get('model', {}).get('checkpoint')
     record = RunDir(checkpoint).backbone_record() if checkpoint else {}
     if record.get('encoder_reliance') is not None:
       reliance[result.model_size] = record['encoder_reliance']
   return reliance
+
+
+def _pretraining_chain(checkpoint: str) -> list[RunDir]:
+  """The directories of a pre-trained backbone's stages, first stage first (each stage's record
+  names the backbone it continued)."""
+  chain, path = [], checkpoint
+  while path and RunDir(path).backbone_record():
+    chain.insert(0, RunDir(path))
+    path = RunDir(path).backbone_record().get('trained_from')
+  return chain
+
+
+def backbone_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
+  """The backbones t5prompt pre-trained (`t5prompt pretrain`), one row per size: parameters,
+  each stage's steps, the final held-out LM loss, encoder reliance and wall time."""
+  header = ['size', 'non-emb. params', 'steps per stage', 'held-out LM loss',
+            f'encoder reliance (nats; ⚠ < {RELIANCE_FLOOR})', 'pre-training min']
+  rows = {}
+  for result in runs:
+    checkpoint = result.config.get('model', {}).get('checkpoint')
+    chain = _pretraining_chain(checkpoint) if checkpoint else []
+    if not chain or result.model_size in rows:
+      continue
+    last = chain[-1].backbone_record()
+    minutes = sum(stage.result().wall_time_s for stage in chain if stage.result()) / 60
+    reliance = last['encoder_reliance']
+    rows[result.model_size] = (result.num_params, [
+        result.model_size, _millions(last['num_non_embedding_params']),
+        ' + '.join(str(stage.backbone_record()['steps']) for stage in chain),
+        f"{last['held_out_lm_loss']:.2f}",
+        f'{reliance:.2f}' + (' ⚠' if reliance < RELIANCE_FLOOR else ''), f'{minutes:.1f}'])
+  return header, [row for _, row in sorted(rows.values(), key=lambda item: item[0])]
 
 
 def _markdown(header, rows) -> str:
@@ -278,7 +312,7 @@ def robustness_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
   rows = []
   for size, task, name in sorted({key[:3] for key in values}):
     model, prompt = (values.get((size, task, name, method)) for method in GAP)
-    model_cell, prompt_cell = (_mean_std(v) if v else None for v in (model, prompt))
+    model_cell, prompt_cell = ((*_mean_std(v), 0) if v else None for v in (model, prompt))
     delta = f'{prompt_cell[0] - model_cell[0]:+.1f}' if model_cell and prompt_cell else ''
     eval_task = name.split(':')[0].replace(' (in-domain)', '')
     published = paper.MRQA.get(eval_task) if task == 'mrqa_squad' else None
@@ -367,6 +401,12 @@ def write_report(directory: str | Path, output: str | Path | None = None) -> str
     (output / 'robustness.md').write_text('# Domain shift: score on each eval set\n\n'
                                           + _markdown(robust_header, robust_rows))
     (output / 'robustness.csv').write_text(_csv(robust_header, robust_rows))
+  pretrained_header, pretrained_rows = backbone_rows(runs)
+  if pretrained_rows:
+    markdown += ('\n## Backbones pre-trained by t5prompt (span corruption + LM adaptation)\n\n'
+                 + _markdown(pretrained_header, pretrained_rows))
+    (output / 'backbones.csv').write_text(_csv(pretrained_header, pretrained_rows))
+    (output / 'scale_table.md').write_text(markdown)
   method_header, method_rows = methods_rows(runs)
   if len({r.method for r in runs}) > 1:
     markdown += ('\n## Methods: parameters trained and stored per task\n\n'
