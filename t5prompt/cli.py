@@ -431,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+# Where the stop message goes: a copy of stderr taken at startup, which still reaches the user
+# while TensorFlow's import has fd 2 pointed at /dev/null (data/tf_setup.py).
+_STDERR = [2]
+
+
 def _stop_at_once(signum, frame) -> None:
   """Ctrl-C or SIGTERM outside a train loop (imports, data, compilation, exports): stop now, in
   one line, exit 128 + the signal (130, 143). Nothing is half-written (every file is written
@@ -439,13 +444,14 @@ def _stop_at_once(signum, frame) -> None:
   finish the step, checkpoint, exit 75."""
   del frame
   name = signal.Signals(signum).name
-  os.write(2, f'\nt5prompt: stopped by {name}; every file written is whole: rerun the same '
-              'command to continue.\n'.encode())
+  os.write(_STDERR[0], f'\nt5prompt: stopped by {name}; every file written is whole: rerun the '
+                       'same command to continue.\n'.encode())
   os._exit(128 + signum)  # pylint: disable=protected-access
 
 
 def main(argv=None) -> int:
   if argv is None:  # the command itself (not a test calling main): stop cleanly from line one
+    _STDERR[0] = os.dup(2)
     for signum in (signal.SIGINT, signal.SIGTERM):
       signal.signal(signum, _stop_at_once)
   try:

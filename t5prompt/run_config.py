@@ -148,8 +148,9 @@ def python_file(path: Path, function: str, returns: str):
     module_spec.loader.exec_module(module)
   except (SyntaxError, ValueError) as error:  # not Python; null bytes
     raise ValueError(f'{path} is not a valid Python config file: {error}') from None
-  except ImportError as error:
-    raise ValueError(f'{path} failed to import: {error}') from None
+  except Exception as error:  # pylint: disable=broad-except  # any failure: one line, not a trace
+    raise ValueError(f'{path} failed to run as a Python config file: '
+                     f'{type(error).__name__}: {error}') from None
   if not hasattr(module, function):
     raise ValueError(f'{path} must define {function}() returning {returns}.')
   return getattr(module, function)

@@ -211,7 +211,8 @@ def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpo
         jax.block_until_ready(metrics)
         progress.write(f'train: the first step (compiling the train step) took '
                        f'{time.perf_counter() - last_log[0]:.1f}s', file=sys.stderr)
-        progress.reset(steps)
+        progress.close()  # a fresh bar from here: a resumed run's rate counts only its steps
+        progress = _progress(steps, step, enabled=is_writer)
       compiling = False
       progress.update(step - progress.n)
       stopping = stop.requested(step)

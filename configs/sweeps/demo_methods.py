@@ -1,13 +1,14 @@
-"""The second demo: the prompt-method family on the demo's tiny ladder, offline, on a 2-core CPU
-in about 30 minutes measured with tests sharing the CPU (after the demo's cached pre-training).
-
-On CB at ladder-1/2/3, seed 0: prompt tuning, P-tuning (LSTM encoder), prefix tuning (MLP
+"""The second demo: the prompt-method family on the miniature ladder (configs/sweeps/demo.py's).
+On CB at every ladder size, seed 0: prompt tuning, P-tuning (LSTM encoder), prefix tuning (MLP
 reparameterisation, folded for evaluation), deep prompt tuning (P-tuning v2) and model tuning,
 150 steps each; and the prompt-design baseline (hand-written template, zero-shot and 4-shot
 from CB's train split), which trains nothing. The report then shows one line per method.
 
   t5prompt sweep --config configs/sweeps/demo_methods.py --workdir runs/demo_methods
   t5prompt report runs/demo_methods
+
+Its settings and its last measured time (30 min on 2 cores with tests sharing the CPU) date
+from the earlier 32k-vocabulary ladder; it has not been rerun on the current one.
 """
 
 from t5prompt import miniature
