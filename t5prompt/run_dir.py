@@ -97,6 +97,17 @@ class Result:
   def score(self) -> float:
     return self.metrics[self.in_domain]['score']
 
+  @property
+  def task_metrics(self) -> dict[str, dict]:
+    """{task: in-domain metrics}: the run's task, and for a run on a mixture every mixed-in
+    task it evaluated (`<task>:<split>` in `task.extra_evals`), as the multi-task baseline is
+    scored."""
+    out = {self.task: self.metrics[self.in_domain]}
+    for name in self.config.get('task', {}).get('mixture', ()):
+      if f'{name}:{self.in_domain}' in self.metrics:
+        out[name] = self.metrics[f'{name}:{self.in_domain}']
+    return out
+
 
 class RunDir:
   """One run's directory (it need not exist yet)."""

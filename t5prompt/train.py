@@ -16,6 +16,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from t5prompt import export, optim
 from t5prompt.backbone import Backbone, load_model_backbone
@@ -260,8 +261,11 @@ def _log_train(run_log: RunLog, progress, metrics, last_log, step: int):
 
 def _keep_best(loop: LoopState, results: dict, config, checkpoints: RunCheckpoints,
                trainable) -> None:
-  """Best-step selection on the first eval split; early stopping after `patience` evals."""
-  score = results[config.task.eval_splits[0]]['score']
+  """Best-step selection on the first eval split (a run on a mixture: the mean over the
+  mixture's tasks it evaluates there); early stopping after `patience` evals."""
+  split = config.task.eval_splits[0]
+  score = float(np.mean([results[name]['score'] for name in [split] + [
+      f'{task}:{split}' for task in config.task.mixture if f'{task}:{split}' in results]]))
   if loop.best_score is None or score > loop.best_score:
     loop.best_score, loop.best_step, loop.best_metrics = score, loop.step, results
     loop.evals_since_best = 0

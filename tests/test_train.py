@@ -198,3 +198,31 @@ def test_bfloat16_compute_keeps_prompt_and_optimizer_state_float32(tmp_path):
   assert {str(np.asarray(x).dtype) for x in jax.tree.leaves(state['trainable'])} == {'float32'}
   assert {str(np.asarray(x).dtype) for x in jax.tree.leaves(state['opt_state'])} == {'float32',
                                                                                       'int32'}
+
+
+def test_multitask_model_tuning_is_scored_on_every_task_of_its_mixture(tmp_path):
+  """The paper's multi-task baseline: one model on the prefixed CB + RTE mixture, evaluated on
+  both at each eval; the best step maximises their mean; the report gives each task a cell of
+  the series and averages them per seed."""
+  from t5prompt import studies  # pylint: disable=import-outside-toplevel
+  from t5prompt.report import tables  # pylint: disable=import-outside-toplevel
+  from t5prompt.sweep import configure  # pylint: disable=import-outside-toplevel
+  config = configure(lambda: _config('--config.train.steps=4', '--config.train.eval_every=2'),
+                     studies.multitask(('superglue_cb', 'superglue_rte')))
+  result = train(config, tmp_path)
+  assert result.series == 'model_tuning_multitask' and result.task == 'superglue_cb_prefixed'
+  assert set(result.task_metrics) == {'superglue_cb_prefixed', 'superglue_rte_prefixed'}
+  evals = {}
+  for line in (tmp_path / 'metrics.jsonl').read_text().splitlines():
+    record = json.loads(line)
+    if record['kind'].startswith('eval/'):
+      evals.setdefault(record['step'], []).append(record['score'])
+  assert all(len(scores) == 2 for scores in evals.values())
+  assert result.best_step == max(evals, key=lambda step: (np.mean(evals[step]), -step))
+  cells = tables.scale_cells(tables.collect(tmp_path)[0])
+  size = result.model_size
+  cb, rte = (result.task_metrics[f'superglue_{t}_prefixed']['score'] for t in ('cb', 'rte'))
+  assert cells[('model_tuning_multitask', size, 'superglue_cb')][0] == pytest.approx(cb)
+  assert cells[('model_tuning_multitask', size, 'superglue_rte')][0] == pytest.approx(rte)
+  assert cells[('model_tuning_multitask', size, tables.AVERAGE)][0] == pytest.approx(
+      (cb + rte) / 2)

@@ -34,6 +34,7 @@ RELIANCE_FLOOR = 0.5
 AVERAGE = 'SuperGLUE avg'
 # The paper's two series: the gap row is the first minus the second; robustness compares them.
 GAP = ('model_tuning', 'prompt_tuning')
+PAPER_CURVES = GAP + ('model_tuning_multitask',)  # the paper's figure 1
 
 
 def collect(directory: str | Path) -> tuple[list[Result], list[str]]:
@@ -65,9 +66,11 @@ def scale_cells(runs: list[Result]) -> dict:
   per_seed = collections.defaultdict(lambda: collections.defaultdict(list))
   for result in runs:
     key = (result.series_name, result.model_size)
-    scores[key + (result.task,)].append((result.score, collapsed(result)))
-    if result.task.startswith('superglue_'):
-      per_seed[key][result.seed].append((result.score, collapsed(result)))
+    for task, metrics in result.task_metrics.items():
+      task = task_label(task)
+      scores[key + (task,)].append((metrics['score'], _collapsed(metrics)))
+      if task.startswith('superglue_'):
+        per_seed[key][result.seed].append((metrics['score'], _collapsed(metrics)))
   cells = {}
   for key, values in scores.items():
     cells[key] = _mean_std([v for v, _ in values]) + (sum(c for _, c in values),)
@@ -79,8 +82,13 @@ def scale_cells(runs: list[Result]) -> dict:
 
 def majority_baselines(runs: list[Result]) -> dict:
   """{(size, task): the score of always answering the eval set's most frequent label}."""
-  return {(r.model_size, r.task): r.metrics[r.in_domain]['majority_baseline'] for r in runs
-          if 'majority_baseline' in r.metrics[r.in_domain]}
+  return {(r.model_size, task_label(task)): metrics['majority_baseline'] for r in runs
+          for task, metrics in r.task_metrics.items() if 'majority_baseline' in metrics}
+
+
+def task_label(task: str) -> str:
+  """A task's column in the tables: T5's task prefix (multi-task training) is not a task."""
+  return task.removesuffix('_prefixed')
 
 
 def sizes_in_order(runs: list[Result]) -> list[str]:
@@ -116,7 +124,7 @@ def _fmt(cell) -> str:
 
 
 def tasks_in_order(runs: list[Result]) -> list[str]:
-  tasks = sorted({r.task for r in runs})
+  tasks = sorted({task_label(task) for r in runs for task in r.task_metrics})
   return tasks + [AVERAGE] if sum(t.startswith('superglue_') for t in tasks) > 1 else tasks
 
 
@@ -283,7 +291,7 @@ def _task_panel(axis, runs: list[Result], cells: dict, task: str, colors: dict) 
 
 def _paper_curves(axis, colors: dict, with_design_band: bool) -> None:
   for name, values in paper.SCALE.items():
-    if name in GAP:
+    if name in PAPER_CURVES:
       axis.plot([paper.PARAMS[s] for s in paper.SIZES], values, linestyle='--', marker='x',
                 color=colors.get(name), alpha=0.7, label=f'{name} (paper)')
   if with_design_band:
@@ -300,8 +308,9 @@ def robustness_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
   with the paper's values where the set is one of its domain-shift sets."""
   values = collections.defaultdict(list)
   for result in runs:
+    mixed_in = result.config['task'].get('mixture', ())
     for name, metrics in result.metrics.items():
-      if ':' in name:  # a domain-shift set, `task:split`
+      if ':' in name and name.partition(':')[0] not in mixed_in:  # a domain-shift set
         values[(result.model_size, result.task, name, result.method)].append(
             metrics['score'])
       elif name == result.in_domain and result.config['task']['extra_evals']:
@@ -324,7 +333,11 @@ def robustness_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
 
 
 def collapsed(result: Result) -> bool:
-  metrics = result.metrics[result.in_domain]
+  """Whether the run answers (nearly) one class on its in-domain eval set."""
+  return _collapsed(result.metrics[result.in_domain])
+
+
+def _collapsed(metrics: dict) -> bool:
   return metrics.get('majority_prediction_share', 0.0) >= COLLAPSE_SHARE
 
 
