@@ -119,6 +119,17 @@ def _data_show(args) -> int:
   return 0
 
 
+def _data_fetch(args) -> int:
+  from t5prompt.data.fetch import fetch, files_for
+  from t5prompt.data.sources import data_dir
+  status = fetch(files_for(args.names))
+  for path, state in status.items():
+    print(f'{state:8s} {data_dir() / path}')
+  print(f'{sum(s == "fetched" for s in status.values())} fetched, '
+        f'{sum(s == "present" for s in status.values())} already present, in {data_dir()}')
+  return 0
+
+
 def _library_add(args) -> int:
   from t5prompt.library import PromptLibrary
   library = PromptLibrary(args.library)
@@ -302,6 +313,12 @@ def _add_data(commands) -> None:
   show.add_argument('--input-length', type=int, default=512)
   show.add_argument('--target-length', type=int, default=0)
   show.set_defaults(run=_data_show)
+  fetch = data_commands.add_parser(
+      'fetch', help='Download the data files tasks read (when online) into $T5PROMPT_DATA_DIR: '
+      'pinned public copies, checked by sha256, resumable.')
+  fetch.add_argument('names', nargs='*', help="tasks (default: the demo's: CB, MRPC, the "
+                     "pre-training text), or 'all'")
+  fetch.set_defaults(run=_data_fetch)
 
 
 def _add_library(commands) -> None:
