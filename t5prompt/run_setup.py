@@ -64,6 +64,10 @@ def load_eval_sets(config, vocabulary, splits: tuple[str, ...] = ()) -> dict:
   return eval_sets
 
 
+FETCH_HINT = ('Online, `t5prompt data fetch TASK ...` downloads the published copies of the '
+              'shipped files (`t5prompt data fetch` alone: what the demo needs).')
+
+
 def missing_data(config) -> list[str]:
   """Every piece of data the run needs that is not there (the vocabulary, each task split, the
   pre-training text), each saying where it was looked for and how to get it; [] if none. Cheap:

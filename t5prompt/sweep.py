@@ -25,7 +25,7 @@ from t5prompt.models import get_size
 from t5prompt.run_config import load_config, python_file, set_field, validate, with_method
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_dir import FAILED, RunDir
-from t5prompt.run_setup import missing_data
+from t5prompt.run_setup import FETCH_HINT, missing_data
 
 LAUNCHERS = ('local', 'print', 'slurm', 'tpu')
 RunConfigs = list[tuple[str, ml_collections.ConfigDict]]
@@ -174,7 +174,7 @@ def check_data(sweep: Sweep, expanded: list[Run]) -> None:
   missing = list(dict.fromkeys(message for run in expanded for message in run.missing_data()))
   if missing:
     raise DataNotFoundError(f'Sweep {sweep.name!r} needs data that is missing; nothing ran:\n  '
-                            + '\n  '.join(missing))
+                            + '\n  '.join(missing) + f'\n{FETCH_HINT}')
 
 
 def _validated(stage: Stage, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
