@@ -31,7 +31,8 @@ from t5prompt.run_dir import RunDir
 
 
 @pytest.mark.parametrize('size, tied', [('tiny-v1_0', True), ('tiny-v1_1', False),
-                                        ('ladder-2', True), ('t5-v1_1-small', False)])
+                                        ('ladder-2', True),
+                                        pytest.param('t5-v1_1-small', False, marks=pytest.mark.slow)])
 def test_a_random_model_starts_near_the_uniform_loss(size, tied):
   """T5X's init: unit-variance logits give ln(vocab) + ~0.5 on real text (an LM head drawn
   from N(0, 1) gave 22-27 nats at ln(32128) = 10.4). The text: CB premises, their first 32
@@ -138,6 +139,7 @@ def _tiny_pretraining(steps: int):
   return config
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_the_vocabulary_travels_with_the_backbone(small_corpus, tmp_path, monkeypatch):
   data, cache = small_corpus
   monkeypatch.setenv('T5PROMPT_DATA_DIR', str(data))

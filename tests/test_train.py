@@ -200,6 +200,7 @@ def test_bfloat16_compute_keeps_prompt_and_optimizer_state_float32(tmp_path):
                                                                                       'int32'}
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 def test_multitask_model_tuning_is_scored_on_every_task_of_its_mixture(tmp_path):
   """The paper's multi-task baseline: one model on the prefixed CB + RTE mixture, evaluated on
   both at each eval; the best step maximises their mean; the report gives each task a cell of
