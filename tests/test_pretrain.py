@@ -32,7 +32,8 @@ from t5prompt.run_dir import RunDir
 
 @pytest.mark.parametrize('size, tied', [('tiny-v1_0', True), ('tiny-v1_1', False),
                                         ('ladder-2', True),
-                                        pytest.param('t5-v1_1-small', False, marks=pytest.mark.slow)])
+                                        pytest.param('t5-v1_1-small', False,
+                                                     marks=pytest.mark.slow)])
 def test_a_random_model_starts_near_the_uniform_loss(size, tied):
   """T5X's init: unit-variance logits give ln(vocab) + ~0.5 on real text (an LM head drawn
   from N(0, 1) gave 22-27 nats at ln(32128) = 10.4). The text: CB premises, their first 32
@@ -179,7 +180,7 @@ def test_the_vocabulary_travels_with_the_backbone(small_corpus, tmp_path, monkey
 def test_pretraining_resumes_bitwise_after_sigterm(small_corpus, tmp_path):
   """SIGTERM during stage 1: the command stops with a checkpoint (exit 75); rerunning it
   finishes both stages with the same backbone as an uninterrupted run."""
-  import os, signal, subprocess, sys, time  # pylint: disable=import-outside-toplevel,multiple-imports
+  import os, signal, subprocess, sys, time  # pylint: disable=import-outside-toplevel
   data, cache = small_corpus
   env = {**os.environ, 'T5PROMPT_DATA_DIR': str(data), 'T5PROMPT_CACHE': str(cache)}
   config = tmp_path / 'tiny.py'
