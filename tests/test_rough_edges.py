@@ -13,6 +13,7 @@ import pytest
 
 from conftest import REPO
 from t5prompt import atomic, cli
+from t5prompt.run_config import apply_override, default_config
 from t5prompt.run_dir import LOCK, RunDir
 
 # What TensorFlow, absl and XLA's CUDA probe print when nobody silences them.
@@ -100,7 +101,6 @@ def test_readme_as_a_config_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize('text, value', [('true', True), ('False', False), ('1', True),
                                          ('0', False), ('yes', True), ('no', False)])
 def test_booleans_read_every_usual_spelling(text, value):
-  from t5prompt.run_config import apply_override, default_config  # pylint: disable=import-outside-toplevel
   config = default_config()
   config.train.eval_at_start = not value
   apply_override(config, f'train.eval_at_start={text}')
