@@ -68,15 +68,15 @@ FETCH_HINT = ('Online, `t5prompt data fetch TASK ...` downloads the published co
               'shipped files (`t5prompt data fetch` alone: what the demo needs).')
 
 
-def missing_data(config) -> list[str]:
+def missing_data(config) -> list[tuple[str, str]]:
   """Every piece of data the run needs that is not there (the vocabulary, each task split, the
-  pre-training text), each saying where it was looked for and how to get it; [] if none. Cheap:
-  it only looks for files, so runs check it before any compute."""
+  pre-training text) as (what, why): where it was looked for and how to get it; [] if none.
+  Cheap: it only looks for files, so runs check it before any compute."""
   problems = []
   try:
     _check_vocabulary(config.model)
   except FileNotFoundError as error:
-    problems.append(str(error))
+    problems.append(('', str(error)))  # the message names the vocabulary
   needed = [(config.task.name, config.task.train_split)]
   needed += [(name, config.task.train_split) for name in config.task.mixture]
   needed += [(task_spec(config).name, split) for split in config.task.eval_splits]
@@ -87,8 +87,21 @@ def missing_data(config) -> list[str]:
     try:
       get_task_spec(name).source.locate(split)
     except DataNotFoundError as error:
-      problems.append(f'{name} {split!r}: {error}')
+      problems.append((f'{name} {split!r}', str(error)))
   return problems
+
+
+def describe_missing(problems: list[tuple[str, str]]) -> str:
+  """One line per cause, naming everything it stops (the same text file stops several tasks),
+  and how to fetch it all."""
+  causes: dict[str, list[str]] = {}
+  for what, why in problems:
+    causes.setdefault(why, [])
+    if what not in causes[why]:
+      causes[why].append(what)
+  return ''.join(f'\n  {", ".join(w for w in whats if w)}{": " if any(whats) else ""}{why}'
+                 for why, whats in causes.items()) + (
+      f'\n{FETCH_HINT}')
 
 
 def _check_vocabulary(model_config) -> None:

@@ -25,7 +25,7 @@ from t5prompt.models import get_size
 from t5prompt.run_config import load_config, python_file, set_field, validate, with_method
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_dir import FAILED, RunDir
-from t5prompt.run_setup import FETCH_HINT, missing_data
+from t5prompt.run_setup import describe_missing, missing_data
 
 LAUNCHERS = ('local', 'print', 'slurm', 'tpu')
 RunConfigs = list[tuple[str, ml_collections.ConfigDict]]
@@ -65,10 +65,10 @@ class Run:
       return pretrain.finished(self.config, self.workdir)
     return RunDir(self.workdir).finished(self.config)
 
-  def missing_data(self) -> list[str]:
+  def missing_data(self) -> list[tuple[str, str]]:
     configs = ([self.config[stage] for stage in pretrain.STAGES] if self.stage.pretrain
                else [self.config])
-    return [message for config in configs for message in missing_data(config)]
+    return [problem for config in configs for problem in missing_data(config)]
 
   def execute(self) -> None:
     if self.stage.pretrain:
@@ -171,10 +171,10 @@ def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
 
 def check_data(sweep: Sweep, expanded: list[Run]) -> None:
   """Every piece of data the runs need is here, or all that is missing is listed at once."""
-  missing = list(dict.fromkeys(message for run in expanded for message in run.missing_data()))
+  missing = [problem for run in expanded for problem in run.missing_data()]
   if missing:
-    raise DataNotFoundError(f'Sweep {sweep.name!r} needs data that is missing; nothing ran:\n  '
-                            + '\n  '.join(missing) + f'\n{FETCH_HINT}')
+    raise DataNotFoundError(f'Sweep {sweep.name!r} needs data that is missing; nothing ran:'
+                            + describe_missing(missing))
 
 
 def _validated(stage: Stage, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -29,8 +29,8 @@ from t5prompt.prompts import methods
 from t5prompt.run_dir import Result, RunDir, manifest
 from t5prompt.run_log import RunLog
 from t5prompt.data.sources import DataNotFoundError
-from t5prompt.run_setup import (FETCH_HINT, load_eval_sets, load_train_data, missing_data,
-                                model_label, task_spec)
+from t5prompt.run_setup import (describe_missing, load_eval_sets, load_train_data,
+                                missing_data, model_label, task_spec)
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped cleanly by a signal, rerun to resume
 
@@ -118,8 +118,7 @@ def train(config, workdir: str | os.PathLike,
     return run_dir.result()
   missing = missing_data(config)
   if missing:  # before any compute, every missing piece at once
-    raise DataNotFoundError('The data this run needs is missing:\n  ' + '\n  '.join(missing)
-                            + f'\n{FETCH_HINT}')
+    raise DataNotFoundError('The data this run needs is missing:' + describe_missing(missing))
   method = methods.get(config.method)
   is_writer = jax.process_index() == 0  # one host writes logs, results and exports
   if not method.trains:  # e.g. prompt design: nothing to train, evaluate
