@@ -272,21 +272,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
        and mesh.count(-1) <= 1,
        f'partitioning.mesh must be (data, model) with positive sizes or one -1, got {mesh}')
   need(config.train.early_stopping_patience >= 0, 'train.early_stopping_patience must be >= 0')
-  if config.prompt.init == 'file':
-    need(bool(config.prompt.init_file), 'prompt.init="file" needs prompt.init_file')
-  if config.prompt.init == 'text':
-    need(bool(config.prompt.init_text), 'prompt.init="text" needs prompt.init_text')
-  attention = tuple(config.prompt.attention)
-  need(bool(attention) and set(attention) <= set(ATTENTION_KINDS),
-       f'prompt.attention must name some of {ATTENTION_KINDS}, got {attention}')
-  lengths = tuple(config.prompt.layer_lengths)
-  if lengths:
-    need(all(n >= 0 for n in lengths) and max(lengths) > 0,
-         f'prompt.layer_lengths must be >= 0 with one > 0, got {lengths}')
-  need(config.prompt.reparam_hidden > 0, 'prompt.reparam_hidden must be positive')
-  need(config.prompt.encoder in ENCODER_KINDS,
-       f'prompt.encoder must be one of {ENCODER_KINDS}, got {config.prompt.encoder!r}')
-  need(config.prompt.shots >= 0, 'prompt.shots must be >= 0')
+  problems += _prompt_problems(config.prompt)
   if config.method in methods.METHODS:
     method = methods.get(config.method)
     problems += method.check(config)
@@ -298,6 +284,32 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check_task(config)
   config.lock()
   return config
+
+
+def _prompt_problems(prompt) -> list[str]:
+  """What is wrong with the `prompt` section (every method's: its fields have defaults)."""
+  problems = []
+
+  def need(condition, message):
+    if not condition:
+      problems.append(message)
+
+  if prompt.init == 'file':
+    need(bool(prompt.init_file), 'prompt.init="file" needs prompt.init_file')
+  if prompt.init == 'text':
+    need(bool(prompt.init_text), 'prompt.init="text" needs prompt.init_text')
+  attention = tuple(prompt.attention)
+  need(bool(attention) and set(attention) <= set(ATTENTION_KINDS),
+       f'prompt.attention must name some of {ATTENTION_KINDS}, got {attention}')
+  lengths = tuple(prompt.layer_lengths)
+  if lengths:
+    need(all(n >= 0 for n in lengths) and max(lengths) > 0,
+         f'prompt.layer_lengths must be >= 0 with one > 0, got {lengths}')
+  need(prompt.reparam_hidden > 0, 'prompt.reparam_hidden must be positive')
+  need(prompt.encoder in ENCODER_KINDS,
+       f'prompt.encoder must be one of {ENCODER_KINDS}, got {prompt.encoder!r}')
+  need(prompt.shots >= 0, 'prompt.shots must be >= 0')
+  return problems
 
 
 def _check_task(config) -> None:
