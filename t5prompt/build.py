@@ -37,7 +37,8 @@ def make_loss_fn(model: T5):
   def loss_fn(trainable, frozen, batch, dropout_rng):
     params = optim.merge_params(trainable, frozen)
     logits = model.apply({'params': params}, batch['inputs'], shift_right(batch['targets']),
-                         enable_dropout=True, rngs={'dropout': dropout_rng})
+                         enable_dropout=True, prompt_ids=batch.get('prompt_ids'),
+                         rngs={'dropout': dropout_rng})
     return cross_entropy(logits, batch['targets'])
   return loss_fn
 
@@ -92,9 +93,11 @@ class Run:
     return optim.merge_params(self.state.trainable if trainable is None else trainable,
                               self.state.frozen)
 
-  def for_inference(self, trainable: dict | None = None) -> tuple[T5, dict]:
-    """(model, params) with the method's reparameterisation folded away, for evaluation."""
-    return methods.for_inference(self.model, self.params(trainable))
+  def for_inference(self, trainable: dict | None = None,
+                    task_index: int = 0) -> tuple[T5, dict]:
+    """(model, params) with the method's reparameterisation folded away, for evaluation (a
+    per-task method: with task `task_index`'s prompt)."""
+    return methods.for_inference(self.model, self.params(trainable), task_index)
 
 
 def _is_abstract(tree) -> bool:
@@ -104,7 +107,7 @@ def _is_abstract(tree) -> bool:
 def _model_and_params(config, backbone: Backbone, init_rng) -> tuple[T5, dict, dict | None]:
   """The method's model and every initial param: the backbone's plus the method's own."""
   method = methods.get(config.method)
-  options = methods.PromptOptions.from_config(config.prompt)
+  options = methods.PromptOptions.from_config(config)
   if _is_abstract(backbone.params):  # shapes only: the modules' default initialisers
     model, record = method.make_model(backbone.config, options, None)
     own = jax.eval_shape(lambda rng: methods.module_params(model, rng), init_rng)
@@ -152,10 +155,12 @@ def build(config, backbone: Backbone, partitioning: Partitioning) -> Run:
 
   # --- The update step: one jit, explicit shardings, the trainable state donated -----------
   batch_sharding = partitioning.batch_sharding()
+  batch_shardings = {'inputs': batch_sharding, 'targets': batch_sharding}
+  if method.per_task:  # each row's task: which prompt of the bank it trains
+    batch_shardings['prompt_ids'] = partitioning.batch_sharding(ndim=1)
   train_step = jax.jit(
       make_train_step(model, optimizer),
-      in_shardings=(shardings.trainable, shardings.opt_state, shardings.frozen,
-                    {'inputs': batch_sharding, 'targets': batch_sharding},
+      in_shardings=(shardings.trainable, shardings.opt_state, shardings.frozen, batch_shardings,
                     partitioning.replicated, partitioning.replicated),
       out_shardings=(shardings.trainable, shardings.opt_state, partitioning.replicated),
       donate_argnums=(0, 1))

@@ -110,6 +110,25 @@ def evaluate(model, params, eval_sets: dict[str, tuple[TaskSpec, TokenizedSplit]
   return results
 
 
+def evaluate_method(run: Run, config, eval_sets: dict, vocabulary, max_examples: int,
+                    trainable: dict | None = None) -> dict[str, dict[str, float]]:
+  """Every eval set scored by the run's inference model (trainable params: the state's, or
+  `trainable`). A per-task method scores each set with the prompt of its task (a set of a task
+  outside the mixture: with the run's own task's)."""
+  batch_size = config.train.eval_batch_size
+  if not run.method.per_task:
+    return evaluate(*run.for_inference(trainable), eval_sets, vocabulary, batch_size,
+                    max_examples)
+  tasks = (config.task.name, *config.task.mixture)
+  results = {}
+  for name, eval_set in eval_sets.items():
+    task = name.partition(':')[0] if ':' in name else config.task.name
+    index = tasks.index(task) if task in tasks else 0
+    results.update(evaluate(*run.for_inference(trainable, index), {name: eval_set}, vocabulary,
+                            batch_size, max_examples))
+  return results
+
+
 def evaluate_run(workdir: str | os.PathLike, which: str = 'best', splits: tuple[str, ...] = (),
                  max_examples: int | None = None) -> dict[str, Any]:
   """Re-evaluates a run's best or latest trainable params on its eval splits (or `splits`), on
@@ -134,9 +153,8 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best', splits: tuple[
     finally:
       checkpoints.close()
     cap = config.train.max_eval_examples if max_examples is None else max_examples
-    metrics = evaluate(*run.for_inference(trainable),
-                       load_eval_sets(config, backbone.vocabulary, splits),
-                       backbone.vocabulary, config.train.eval_batch_size, cap)
+    metrics = evaluate_method(run, config, load_eval_sets(config, backbone.vocabulary, splits),
+                              backbone.vocabulary, cap, trainable)
   return {'workdir': str(workdir), 'checkpoint': which, 'step': step,
           'max_eval_examples': cap, 'metrics': metrics}
 

@@ -21,7 +21,9 @@ from t5prompt.prompts import methods
 from t5prompt.run_config import default_config, set_field
 
 GiB = 1024 ** 3
-TRAINED_METHODS = tuple(name for name, method in methods.METHODS.items() if method.trains)
+# (a per-task method costs what its one-task form does: prompt tuning)
+TRAINED_METHODS = tuple(name for name, method in methods.METHODS.items()
+                        if method.trains and not method.per_task)
 SIZE_ALIASES = {name: f't5-lm-adapt-{name}' for name in ('small', 'base', 'large', 'xl', 'xxl')}
 METHOD_ALIASES = {'prompt': 'prompt_tuning', 'model': 'model_tuning', 'prefix': 'prefix_tuning',
                   'deep': 'deep_prompt_tuning', 'ptuning': 'p_tuning'}
@@ -217,7 +219,7 @@ def parameter_counts(size: str, prompt_length: int = 100, **prompt_options) -> l
   rows = []
   for method in TRAINED_METHODS:
     options = methods.PromptOptions.from_config(
-        run_config_for(method, prompt_length, **prompt_options).prompt)
+        run_config_for(method, prompt_length, **prompt_options))
     model, _ = methods.get(method).make_model(t5_config, options, None)
     own = jax.eval_shape(lambda rng, model=model: methods.module_params(model, rng),
                          jax.random.key(0))

@@ -7,6 +7,7 @@ and the exported prompt. The one module that names a run's files.
   best/            the trainable params at the best dev score
   prompt.npy       the best input prompt [P, d] (or prefix.npz: the folded prefixes)
   prompt.json      the prompt's record (backbone, task, init, score, nearest tokens)
+  prompts/<task>/  a per-task method's prompt of each task (prompt.npy, prompt.json)
   result.json      the outcome (written last, atomically)
   failed.json      why a sweep's run failed (removed when it runs again)
 """
@@ -38,6 +39,7 @@ ENSEMBLE = 'ensemble.json'  # `t5prompt ensemble`'s output directory holds it
 # An exported backbone's record (`train.export_backbone`): where it came from, on what text, its
 # losses and encoder reliance. Its weights are a t5prompt checkpoint (models.convert).
 BACKBONE_RECORD = 'backbone.json'
+PER_TASK_PROMPTS = 'prompts'  # a per-task method's prompts: prompts/<task>/prompt.npy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,6 +245,10 @@ class RunDir:
         'shape': list(arrays['prompt'].shape) if 'prompt' in arrays else None,
         'shapes': {name: list(array.shape) for name, array in arrays.items()}})
     return path
+
+  def task_prompt(self, task: str) -> 'RunDir':
+    """Where a per-task method keeps one task's prompt (a prompt export of its own)."""
+    return RunDir(self.path / PER_TASK_PROMPTS / task)
 
   def artefact_path(self, kind: str) -> Path:
     """Where the exported artefact of a method's kind ('prompt' or 'prefix') lives."""

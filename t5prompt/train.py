@@ -23,7 +23,7 @@ from t5prompt.backbone import Backbone, load_model_backbone
 from t5prompt.build import Run, build
 from t5prompt.checkpoints import RunCheckpoints
 from t5prompt.data import pipeline
-from t5prompt.evaluate import evaluate
+from t5prompt.evaluate import evaluate, evaluate_method
 from t5prompt.partitioning import Partitioning, make_partitioning
 from t5prompt.prompts import methods
 from t5prompt.run_dir import Result, RunDir, manifest
@@ -149,8 +149,8 @@ def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   origin = start_time - loop.wall_time_s  # a resumed run's clock counts its earlier processes
 
   def run_evals(step: int) -> dict:
-    results = evaluate(*run.for_inference(), eval_sets, backbone.vocabulary,
-                       config.train.eval_batch_size, config.train.max_eval_examples)
+    results = evaluate_method(run, config, eval_sets, backbone.vocabulary,
+                              config.train.max_eval_examples)
     for name, metrics in results.items():
       run_log.write(step, f'eval/{name}', metrics)
     return results
@@ -200,7 +200,8 @@ def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpo
     while loop.step < steps and not loop.stopped_early:
       # Each host loads only its rows of the global batch.
       local_batch = pipeline.train_batch(train_data, train_config.batch_size, train_config.seed,
-                                         loop.step, jax.process_index(), jax.process_count())
+                                         loop.step, jax.process_index(), jax.process_count(),
+                                         with_task_ids=run.method.per_task)
       batch = run.partitioning.local_batch_to_global(local_batch)
       state.trainable, state.opt_state, metrics = run.train_step(
           state.trainable, state.opt_state, state.frozen, batch, state.rng,
@@ -280,15 +281,17 @@ def _finish(config, run: Run, loop: LoopState, best_trainable, backbone: Backbon
             run_dir: RunDir, train_data, eval_sets, wall_time_s: float,
             is_writer: bool) -> Result | None:
   """Exports the best prompt and writes result.json (last, atomically)."""
-  # Every host takes part (a prefix may be sharded over hosts); one writes it.
-  artefact = (methods.exported_prompt(run.model, run.params(best_trainable))
-              if run.method.artefact else None)
+  # Every host takes part (a prefix may be sharded over hosts); one writes it. A per-task
+  # method keeps one prompt per task, in prompts/<task>/.
+  tasks = (config.task.name, *config.task.mixture) if run.method.per_task else (None,)
+  artefacts = {task: methods.exported_prompt(run.model, run.params(best_trainable), index)
+               for index, task in enumerate(tasks)} if run.method.artefact else {}
   if not is_writer:
     return None
-  if artefact:
-    export.export_prompt(run_dir, artefact, backbone, {
+  for task, artefact in artefacts.items():
+    export.export_prompt(run_dir.task_prompt(task) if task else run_dir, artefact, backbone, {
         'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash},
-        'task': config.task.name, 'method': config.method, 'init': loop.init,
+        'task': task or config.task.name, 'method': config.method, 'init': loop.init,
         'model_size': model_label(config), 'seed': config.train.seed,
         'best_step': loop.best_step, 'best_score': loop.best_score,
         'prompt_length': config.prompt.length})
@@ -302,8 +305,8 @@ def _finish(config, run: Run, loop: LoopState, best_trainable, backbone: Backbon
       initial_metrics=loop.initial_metrics,
       num_trainable=optim.num_elements(run.state.trainable),
       # What the task keeps after training: the folded prompt / prefix, or the whole model.
-      num_stored=(sum(a.size for a in artefact.values()) if artefact
-                  else optim.num_elements(run.state.trainable)),
+      num_stored=(sum(a.size for artefact in artefacts.values() for a in artefact.values())
+                  if artefacts else optim.num_elements(run.state.trainable)),
       truncated={'train': [train_data.truncated_inputs, train_data.truncated_targets],
                  **_truncated(eval_sets)},
       wall_time_s=wall_time_s)
@@ -343,7 +346,7 @@ def _evaluate_untrained(config, run_dir: RunDir, method: methods.Method,
   start_time = time.time()
   backbone = load_model_backbone(config.model)
   model, init = method.make_model(
-      backbone.config, methods.PromptOptions.from_config(config.prompt), None)
+      backbone.config, methods.PromptOptions.from_config(config), None)
   eval_sets = load_eval_sets(config, backbone.vocabulary)
   if method.prepare_eval:
     eval_sets, init = method.prepare_eval(config, eval_sets, backbone.vocabulary)

@@ -227,3 +227,43 @@ def test_multitask_model_tuning_is_scored_on_every_task_of_its_mixture(tmp_path)
   assert cells[('model_tuning_multitask', size, 'superglue_rte')][0] == pytest.approx(rte)
   assert cells[('model_tuning_multitask', size, tables.AVERAGE)][0] == pytest.approx(
       (cb + rte) / 2)
+
+
+def test_multitask_prompt_tuning_trains_a_prompt_per_task(tmp_path):
+  """One run on the CB + RTE mixture with a prompt bank: every batch row trains its own task's
+  prompt, each task is scored with its prompt, and each prompt is exported on its own; the
+  exported CB prompt, as plain prompt tuning, gives the CB score the run reported."""
+  from t5prompt.evaluate import evaluate  # pylint: disable=import-outside-toplevel
+  from t5prompt.prompts.soft_prompt import SoftPrompt  # pylint: disable=import-outside-toplevel
+  from t5prompt.models import T5  # pylint: disable=import-outside-toplevel
+  from t5prompt.run_setup import load_eval_sets  # pylint: disable=import-outside-toplevel
+  config = _config('--config.method=multitask_prompt_tuning', '--config.train.steps=4',
+                   '--config.train.eval_every=4', '--config.prompt.init=random_uniform',
+                   "--config.task.mixture=('superglue_rte',)",
+                   "--config.task.extra_evals=('superglue_rte:validation',)",
+                   '--config.train.max_eval_examples=24')
+  result = train(config, tmp_path)
+  state = _saved_state(tmp_path, 4)
+  bank = state['trainable']['prompt']['prompts']
+  assert bank.shape == (2, config.prompt.length, 32)  # tiny-v1_1: d_model 32
+  backbone = load_model_backbone(config.model)
+  partitioning = make_partitioning((1, 1), devices=jax.devices()[:1])
+  with partitioning.activate():  # the same config's initial bank (same seeds)
+    initial = np.asarray(build(config, backbone, partitioning).state.trainable['prompt'][
+        'prompts'])
+  assert not np.allclose(initial[0], bank[0]) and not np.allclose(initial[1], bank[1])
+  assert set(result.metrics) == {'validation', 'superglue_rte:validation'}
+  cb_prompt = np.load(tmp_path / 'prompts' / 'superglue_cb' / 'prompt.npy')
+  rte_prompt = np.load(tmp_path / 'prompts' / 'superglue_rte' / 'prompt.npy')
+  assert not np.array_equal(cb_prompt, rte_prompt)
+  assert result.num_stored_params == cb_prompt.size + rte_prompt.size
+  # The CB prompt alone, as prompt tuning on the same backbone, scores what the run reported.
+  params = {**backbone.params, 'prompt': {'prompt': cb_prompt}}
+  model = T5(backbone.config, prompt=SoftPrompt(config.prompt.length))
+  eval_sets = load_eval_sets(config, backbone.vocabulary)
+  alone = evaluate(model, params, {'validation': eval_sets['validation']}, backbone.vocabulary,
+                   config.train.eval_batch_size, 24)
+  assert alone['validation']['score'] == pytest.approx(result.metrics['validation']['score'])
+  # A mixture is required, and a per-task init.
+  with pytest.raises(ValueError, match='set task.mixture'):
+    _config('--config.method=multitask_prompt_tuning', '--config.prompt.init=random_uniform')

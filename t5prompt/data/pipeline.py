@@ -37,6 +37,7 @@ class TokenizedSplit:
   truncated_inputs: int
   truncated_targets: int
   records: list  # the text-to-text records (answers, groups) the metrics need, in order
+  task_ids: np.ndarray | None = None  # int32 [n]: each example's task in a mixture
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -136,7 +137,8 @@ def concatenate(splits: list[TokenizedSplit]) -> TokenizedSplit:
       '+'.join(s.task for s in splits), splits[0].split,
       np.concatenate([s.inputs for s in splits]), np.concatenate([s.targets for s in splits]),
       np.concatenate([s.labels for s in splits]), sum(s.truncated_inputs for s in splits),
-      sum(s.truncated_targets for s in splits), [r for s in splits for r in s.records])
+      sum(s.truncated_targets for s in splits), [r for s in splits for r in s.records],
+      np.concatenate([np.full(len(s), i, np.int32) for i, s in enumerate(splits)]))
 
 
 def example_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -152,14 +154,19 @@ def example_indices(num_examples: int, batch_size: int, seed: int, step: int) ->
 
 
 def train_batch(data: TokenizedSplit, batch_size: int, seed: int, step: int,
-                host_index: int = 0, host_count: int = 1) -> dict[str, np.ndarray]:
-  """This host's rows of the global batch at `step`."""
+                host_index: int = 0, host_count: int = 1,
+                with_task_ids: bool = False) -> dict[str, np.ndarray]:
+  """This host's rows of the global batch at `step` (with each row's task as `prompt_ids`)."""
   if batch_size % host_count:
     raise ValueError(f'batch_size {batch_size} is not divisible by the {host_count} hosts.')
   indices = example_indices(len(data), batch_size, seed, step)
   per_host = batch_size // host_count
   indices = indices[host_index * per_host:(host_index + 1) * per_host]
-  return {'inputs': data.inputs[indices], 'targets': data.targets[indices]}
+  batch = {'inputs': data.inputs[indices], 'targets': data.targets[indices]}
+  if with_task_ids:
+    batch['prompt_ids'] = (np.zeros(len(indices), np.int32) if data.task_ids is None
+                           else data.task_ids[indices])
+  return batch
 
 
 def eval_batches(data: TokenizedSplit, batch_size: int,

@@ -6,6 +6,8 @@ its config checks. Adding a method is its own module plus one row of `METHODS`.
 
   method               adds (params subtree)        trains       artefact (folded)
   prompt_tuning        SoftPrompt (prompt/)         prompt/      prompt [P, d]
+  multitask_prompt_    PromptBank (prompt/), one    prompt/      a prompt [P, d] per task
+    tuning             prompt per task of a mixture              (prompts/<task>/)
   p_tuning             PromptEncoder (prompt/)      prompt/      encoder folded -> prompt
   cross_model_transfer ProjectedPrompt (prompt/)    projector    projected -> prompt
   prefix_tuning        Prefix + MLP (prefix/)       prefix/      MLP folded -> prefix
@@ -31,7 +33,7 @@ from t5prompt.prompts import prefix as prefix_lib
 from t5prompt.prompts import prompt_encoder as encoder_lib
 from t5prompt.prompts.initializers import INIT_NAMES, load_prompt_file, make_initializer
 from t5prompt.prompts.projector import ProjectedPrompt
-from t5prompt.prompts.soft_prompt import SoftPrompt
+from t5prompt.prompts.soft_prompt import PromptBank, SoftPrompt
 
 PROMPT, PREFIX = 'prompt', 'prefix'  # the two kinds of artefact a prompt method keeps
 
@@ -48,11 +50,14 @@ class PromptOptions:
   layer_lengths: tuple[int, ...] = ()
   reparam_hidden: int = 512
   encoder: str = 'lstm'
+  num_tasks: int = 1  # the run's task and the tasks mixed in (one prompt each, if per task)
 
   @classmethod
-  def from_config(cls, prompt_config) -> 'PromptOptions':
+  def from_config(cls, config) -> 'PromptOptions':
+    """From a run config: its `prompt` section and the number of tasks it trains on."""
     fields = {field.name for field in dataclasses.fields(cls)}
-    values = {key: value for key, value in prompt_config.items() if key in fields}
+    values = {key: value for key, value in config.prompt.items() if key in fields}
+    values['num_tasks'] = 1 + len(config.task.mixture)
     return cls(**{key: tuple(value) if isinstance(value, list) else value
                   for key, value in values.items()})
 
@@ -81,6 +86,9 @@ class Method:
   optimizer: tuple[tuple[str, Any], ...] = ()  # defaults over the run config's `optimizer`
   trains: bool = True  # False: the run evaluates the untrained model (steps 0)
   trains_backbone: bool = False  # every weight trains (its run can export a backbone)
+  # One prompt per task of the mixture: batches carry each example's task (`prompt_ids`),
+  # each task is evaluated and exported with its own prompt.
+  per_task: bool = False
   # Prepares the eval sets of a run: (config, eval sets, vocabulary) -> (eval sets, the record
   # of what the method did, e.g. prompt design's demonstrations); None: use them as they are.
   prepare_eval: Optional[Callable[[Any, dict, Any], tuple[dict, dict]]] = None
@@ -103,6 +111,27 @@ def _prompt_tuning(config: T5Config, options: PromptOptions, init: InitContext |
       labels=init.label_names, init_text=options.init_text, path=options.init_file,
       population=options.vocab_population)
   return T5(config, prompt=SoftPrompt(options.length, init_fn)), record
+
+
+def _multitask_prompt_tuning(config: T5Config, options: PromptOptions,
+                             init: InitContext | None):
+  if init is None:
+    return T5(config, prompt=PromptBank(options.num_tasks, options.length)), None
+  init_fn, record = make_initializer(
+      options.init, embedding=init.embedding, vocabulary=init.vocabulary,
+      population=options.vocab_population)
+  return T5(config, prompt=PromptBank(options.num_tasks, options.length, init_fn)), record
+
+
+def _check_multitask_prompt_tuning(config) -> list[str]:
+  problems = []
+  if not tuple(config.task.mixture):
+    problems.append('method=multitask_prompt_tuning trains a prompt per task of a mixture: '
+                    'set task.mixture (and task.extra_evals to score each task)')
+  if config.prompt.init not in ('random_uniform', 'sampled_vocab'):
+    problems.append('method=multitask_prompt_tuning starts every task\'s prompt the same way: '
+                    'prompt.init must be random_uniform or sampled_vocab')
+  return problems
 
 
 def _p_tuning(config: T5Config, options: PromptOptions, init: InitContext | None):
@@ -159,6 +188,9 @@ _MODEL_TUNING_OPTIMIZER = (('learning_rate', 1e-3), ('weight_decay', 0.0), ('fac
 METHODS: dict[str, Method] = {method.name: method for method in (
     Method('prompt_tuning', _prompt_tuning, _PROMPT_RULES, PROMPT,
            check=_check_layer_lengths),
+    Method('multitask_prompt_tuning', _multitask_prompt_tuning, _PROMPT_RULES, PROMPT,
+           per_task=True, check=lambda config: _check_layer_lengths(config)
+           + _check_multitask_prompt_tuning(config)),
     Method('model_tuning', _plain, ((r'.*', 'train'),), optimizer=_MODEL_TUNING_OPTIMIZER,
            trains_backbone=True, check=_check_layer_lengths),
     Method('prefix_tuning', _prefix(reparameterised=True), _PREFIX_RULES, PREFIX,
@@ -203,10 +235,14 @@ def module_params(model: T5, rng) -> dict[str, dict]:
   return {}
 
 
-def for_inference(model: T5, params: dict) -> tuple[T5, dict]:
+def for_inference(model: T5, params: dict, task_index: int = 0) -> tuple[T5, dict]:
   """(model, params) with any training-time reparameterisation folded away (each module folds
   itself): P-tuning and a projected prompt become plain prompt tuning, prefix tuning becomes
-  direct prefixes. Outputs are unchanged."""
+  direct prefixes, a prompt bank becomes the prompt of task `task_index`. Outputs are
+  unchanged."""
+  if isinstance(model.prompt, PromptBank):
+    module, row = model.prompt.row(params['prompt'], task_index)
+    return model.clone(prompt=module, parent=None), {**params, 'prompt': row}
   if model.prompt is not None:
     module, folded = model.prompt.folded(params['prompt'], model.config.d_model)
     return model.clone(prompt=module, parent=None), {**params, 'prompt': folded}
@@ -216,12 +252,12 @@ def for_inference(model: T5, params: dict) -> tuple[T5, dict]:
   return model, params
 
 
-def exported_prompt(model: T5, params: dict) -> dict[str, np.ndarray] | None:
+def exported_prompt(model: T5, params: dict, task_index: int = 0) -> dict[str, np.ndarray] | None:
   """The portable artefact of a trained prompt method, after folding: {'prompt': [P, d]} or
   {'<kind>_key' | '<kind>_value': [layers, P, h, k]}; None for a plain T5.
   `params` needs only the method's subtree (`prompt` or `prefix`), frozen parts included (a
   projector's source prompt). Call it on every host."""
-  model, params = for_inference(model, params)
+  model, params = for_inference(model, params, task_index)
   if model.prompt is not None:
     return {'prompt': to_host(params['prompt']['prompt']).astype(np.float32)}
   if model.prefix is not None:

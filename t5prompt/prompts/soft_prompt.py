@@ -83,13 +83,23 @@ class PromptBank(nn.Module):
   init_fn: Initializer = uniform_init()
 
   @nn.compact
-  def __call__(self, embedded: jax.Array, mask: jax.Array, prompt_ids: jax.Array):
-    prompts = self.param(
+  def produce_prompt(self, d_model: int) -> jax.Array:
+    """The bank [N, P, d_model] (the param itself), each row from its own init key."""
+    return self.param(
         'prompts', nn.with_logical_partitioning(
             lambda rng, shape: jax.vmap(lambda key: self.init_fn(key, shape[1:]))(
                 jax.random.split(rng, shape[0])), (None,) + PROMPT_AXES),
-        (self.num_prompts, self.prompt_length, embedded.shape[-1]))
+        (self.num_prompts, self.prompt_length, d_model))
+
+  def __call__(self, embedded: jax.Array, mask: jax.Array, prompt_ids: jax.Array | None = None):
+    prompts = self.produce_prompt(embedded.shape[-1])
+    if prompt_ids is None:  # no ids (shape inference): the first prompt for every example
+      prompt_ids = jnp.zeros(embedded.shape[0], jnp.int32)
     return prepend(jnp.take(prompts, prompt_ids, axis=0), embedded, mask)
+
+  def row(self, params: dict, index: int) -> tuple[SoftPrompt, dict]:
+    """Prompt `index` alone, as plain prompt tuning (one task's evaluation and export)."""
+    return SoftPrompt(self.prompt_length, parent=None), {'prompt': params['prompts'][index]}
 
 
 def bank_from_prompts(prompts) -> dict:
