@@ -15,6 +15,7 @@ import itertools
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,7 +26,7 @@ from t5prompt.models import get_size
 from t5prompt.run_config import load_config, python_file, set_field, validate, with_method
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_dir import FAILED, RunDir
-from t5prompt.run_setup import describe_missing, missing_data
+from t5prompt.run_setup import describe_missing, load_eval_sets, load_train_data, missing_data
 
 LAUNCHERS = ('local', 'print', 'slurm', 'tpu')
 RunConfigs = list[tuple[str, ml_collections.ConfigDict]]
@@ -192,6 +193,9 @@ def _status(done: int, failed: int, total: int, current: str = '') -> str:
       f' | now: {current}' if current else '')
 
 
+WORKER_REPORT_S = 60  # how often a parallel sweep shows what each worker is doing
+
+
 def run_local(expanded: list[Run], sweep_command: list[str], parallel: int = 1) -> dict:
   """Runs every unfinished run, stage by stage (here, or split over `parallel` worker
   processes); a failure is written to the run's `failed.json` and the sweep goes on."""
@@ -243,16 +247,50 @@ def _run_workers(stage: str, stage_runs: list[Run], sweep_command: list[str],
   steps are reused across its runs); their output goes to the sweep's workdir."""
   workdir = Path(sweep_command[sweep_command.index('--workdir') + 1])
   workdir.mkdir(parents=True, exist_ok=True)
+  _prepare_shared_data(stage_runs)
   workers = []
   for index in range(min(parallel, len(stage_runs))):
-    log = open(workdir / f'sweep_{stage}_worker{index}.log', 'w',  # pylint: disable=consider-using-with
-               encoding='utf-8')
+    path = workdir / f'sweep_{stage}_worker{index}.log'
+    log = open(path, 'w', encoding='utf-8')  # pylint: disable=consider-using-with
     command = [sys.executable, '-m', 't5prompt.cli', *sweep_command[1:], '--stage', stage,
                '--shard', f'{index}/{parallel}']
-    workers.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
-  for process, log in workers:
-    process.wait()
+    workers.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, path))
+  shown, last_report = {}, time.monotonic()
+  while any(process.poll() is None for process, _, _ in workers):
+    time.sleep(1.0)
+    if time.monotonic() - last_report < WORKER_REPORT_S:
+      continue
+    last_report = time.monotonic()
+    for index, (process, _, path) in enumerate(workers):
+      line = _last_line(path)
+      if process.poll() is None and line and shown.get(index) != line:
+        print(f'[sweep] worker {index} ({path.name}): {line}', file=sys.stderr)
+        shown[index] = line
+  for _, log, _ in workers:
     log.close()
+
+
+def _last_line(path: Path) -> str:
+  """The last line (or progress-bar state) a worker wrote."""
+  with open(path, 'rb') as handle:
+    handle.seek(max(0, path.stat().st_size - 4096))
+    tail = handle.read().decode('utf-8', 'replace')
+  lines = [line.strip() for line in tail.replace('\r', '\n').split('\n') if line.strip()]
+  return lines[-1][:160] if lines else ''
+
+
+def _prepare_shared_data(stage_runs: list[Run]) -> None:
+  """What every worker would otherwise build for itself at once: a trained vocabulary and
+  the tokenized pre-training text (minutes each), made here, once, before they start."""
+  from t5prompt.data.vocab import get_vocabulary  # pylint: disable=import-outside-toplevel
+  for run in stage_runs:
+    if not run.stage.pretrain:  # task splits tokenize in seconds, in each worker
+      continue
+    for stage in pretrain.STAGES:
+      config = run.config[stage]
+      vocabulary = get_vocabulary(config.model.vocabulary)  # what stage 1 trains with and saves
+      load_train_data(config, vocabulary)
+      load_eval_sets(config, vocabulary)
 
 
 def run_shard(expanded: list[Run], stage: str, shard: str) -> dict:

@@ -112,3 +112,20 @@ def test_launchers_print_commands_and_a_slurm_array(tmp_path, capsys):
                    '--run', 'runs/seed=1']) == 0  # what one launched job runs
   assert (tmp_path / 'runs' / 'seed=1' / 'result.json').is_file()
   assert not (tmp_path / 'runs' / 'seed=0').exists()
+
+
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
+def test_parallel_workers_share_a_stage_and_report_progress(tmp_path, capsys, monkeypatch):
+  """--parallel 2: two worker processes split the stage's runs (each run once), write their
+  logs in the workdir, and the sweep shows what they are doing while they run."""
+  monkeypatch.setattr(sweep, 'WORKER_REPORT_S', 2)
+  path = _write_sweep(tmp_path, [{**TINY, 'train.seed': seed} for seed in range(3)])
+  assert sweep.run_sweep(path, tmp_path / 'runs', parallel=2) == {'done': 3, 'failed': 0,
+                                                                  'total': 3}
+  err = capsys.readouterr().err
+  assert '[sweep] 3 done, 0 failed, 0 left of 3' in err
+  assert '[sweep] worker 0 (sweep_runs_worker0.log)' in err
+  logs = [(tmp_path / 'runs' / f'sweep_runs_worker{i}.log').read_text() for i in range(2)]
+  assert sum(log.count('already finished') for log in logs) == 0  # no run was run twice
+  for seed in range(3):
+    assert (tmp_path / 'runs' / f'seed={seed}' / 'result.json').is_file()

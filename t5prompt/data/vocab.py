@@ -15,6 +15,7 @@ after it, and it also splits a sentinel glued to a word (`a<extra_id_1>b`), whic
 """
 
 import functools
+import os
 import re
 import shutil
 from pathlib import Path
@@ -66,7 +67,7 @@ def trained_spm(pieces: int) -> Path:
   import sentencepiece  # pylint: disable=import-outside-toplevel
   from t5prompt.data import text  # pylint: disable=import-outside-toplevel  (reads the corpus)
   path.parent.mkdir(parents=True, exist_ok=True)
-  staging = path.parent / f'.training-{pieces}'
+  staging = path.parent / f'.training-{pieces}-{os.getpid()}'  # processes may race: each its own
   sentencepiece.SentencePieceTrainer.train(
       sentence_iterator=iter(line for document in text.documents('train')
                              for line in document.split('\n') if line.strip()),
