@@ -100,8 +100,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
   poison, poisoned_step = 13, 14
   real_batch, real_loss = pipeline.train_batch, build.cross_entropy
 
-  def train_batch(data, batch_size, seed, step, *args):
-    batch = real_batch(data, batch_size, seed, step, *args)
+  def train_batch(data, batch_size, seed, step, *args, **kwargs):
+    batch = real_batch(data, batch_size, seed, step, *args, **kwargs)
     if step == poisoned_step:
       batch['targets'][0, 0] = poison
     return batch
