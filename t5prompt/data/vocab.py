@@ -18,6 +18,7 @@ import functools
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from t5prompt.data.sources import cache_dir
@@ -64,6 +65,8 @@ def trained_spm(pieces: int) -> Path:
   path = cache_dir() / 'vocabularies' / f'miniature-{pieces}.model'
   if path.is_file():
     return path
+  print(f'training vocabulary miniature-{pieces} on the pre-training text (once: kept in '
+        f'{path.parent})', file=sys.stderr)
   import sentencepiece  # pylint: disable=import-outside-toplevel
   from t5prompt.data import text  # pylint: disable=import-outside-toplevel  (reads the corpus)
   path.parent.mkdir(parents=True, exist_ok=True)
