@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import transformers
 
 from conftest import REPO, hf_logits, make_hf_t5, random_batch, save_as_hub_v4
@@ -26,6 +27,7 @@ def test_convert_hf_to_t5prompt_and_back(tmp_path, capsys):
           == hf_logits(reference, inputs, decoder_inputs)).all()
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_smoke_command_runs_end_to_end():
   result = subprocess.run([sys.executable, '-m', 't5prompt.cli', 'smoke', '--max-decode-length',
                            '4'], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)

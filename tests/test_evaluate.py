@@ -46,6 +46,7 @@ def cb_dev():
                                                                128, 8)
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 @pytest.mark.parametrize('label', ['entailment', 'contradiction', 'neutral'])
 def test_rank_and_decode_agree_on_forced_outputs(label, cb_dev):
   spec, data = cb_dev
@@ -75,6 +76,7 @@ def test_text_outside_the_label_set_is_invalid_when_decoding(cb_dev):
   assert set(by_rank.tolist()) <= {0, 1, 2}
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_qa_decoding_feeds_squad_metrics():
   spec = get_task_spec('mrqa_drop')
   data = pipeline.load_tokenized('mrqa_drop', 'validation', 64, 32)

@@ -94,6 +94,7 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(uninterrupte
   jax.tree.map(np.testing.assert_array_equal, _final_state(tmp_path), _final_state(uninterrupted))
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch):
   """A poisoned batch (token 13 in the targets at step 14) makes the loss NaN."""

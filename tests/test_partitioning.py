@@ -56,6 +56,7 @@ def _losses(workdir):
   return np.array([json.loads(l)['loss'] for l in lines if '"train"' in l])
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_params_and_prompt_are_sharded_as_the_rules_say():
   assert jax.device_count() == 8
   model = build_model(get_size('tiny-v1_1'), 'prompt_tuning', 4)
@@ -128,6 +129,7 @@ def runs_on_meshes(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_same_steps_give_the_same_loss_and_prompt_on_every_mesh(runs_on_meshes):
   reference = runs_on_meshes[(1, 1)]
   prompt = _state(reference, 4)['trainable']['prompt']['prompt']
@@ -151,6 +153,7 @@ def test_model_tuning_gives_the_same_weights_on_a_model_parallel_mesh(tmp_path):
                single['trainable'], sharded['trainable'])
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_restore_onto_another_mesh(runs_on_meshes):
   workdir = runs_on_meshes[(8, 1)]
   saved = _state(workdir, 4)

@@ -39,6 +39,7 @@ def test_product_and_short_names():
   assert names[2] == 'size=a,method=model_tuning,seed=0'  # the LR rides along unnamed
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_every_config_in_the_repo_expands():
   ladder = 4  # the demos' shared pre-training stage
   expected = {'scale_superglue': 240 + 15, 'ablation_prompt_length': 600, 'ablation_init': 360,
@@ -74,6 +75,7 @@ def test_missing_data_is_listed_before_anything_runs(tmp_path, capsys):
   assert not (tmp_path / 'runs').exists()
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_restarted_sweep_runs_only_unfinished_runs_and_records_failures(tmp_path, capsys):
   not_a_checkpoint = tmp_path / 'empty'
   not_a_checkpoint.mkdir()

@@ -133,6 +133,7 @@ def test_bfloat16_compute_stays_close_and_params_stay_float32(tmp_path):
   assert {leaf.dtype for leaf in jax.tree.leaves(nn.unbox(initialised))} == {np.dtype('float32')}
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_remat_gives_the_same_logits_and_gradients(tmp_path):
   model = make_hf_t5(vocab_size=120, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=2)
   model.save_pretrained(tmp_path)

@@ -158,6 +158,7 @@ def test_cli_eval_and_export_peft(finished_run, tmp_path, capsys):
   np.testing.assert_array_equal(np.load(tmp_path / 'back.npy'), np.load(workdir / 'prompt.npy'))
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_model_tuning_runs_through_the_same_loop(tmp_path):
   result = train(_config('--config.method=model_tuning', '--config.train.steps=2',
                          '--config.train.eval_every=2', '--config.optimizer.learning_rate=0.001'),
@@ -229,6 +230,7 @@ def test_multitask_model_tuning_is_scored_on_every_task_of_its_mixture(tmp_path)
       (cb + rte) / 2)
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_multitask_prompt_tuning_trains_a_prompt_per_task(tmp_path):
   """One run on the CB + RTE mixture with a prompt bank: every batch row trains its own task's
   prompt, each task is scored with its prompt, and each prompt is exported on its own; the
