@@ -51,19 +51,25 @@ def _distributed(args) -> None:
     initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
 
 
+def _until_preempted(command: str, work):
+  """`work()`'s value, or the exit code a scheduler reruns on (75) if a signal stopped it."""
+  from t5prompt.preemption import PREEMPTED_EXIT_CODE, Preempted
+  try:
+    return work()
+  except Preempted as stopped:
+    print(f't5prompt {command}: {stopped}', file=sys.stderr)
+    return PREEMPTED_EXIT_CODE
+
+
 def _train(args) -> int:
   from t5prompt.run_config import load_config
   config = load_config(args.config, args.overrides)  # validated before any compute
   _distributed(args)
   _use_compilation_cache()
   from t5prompt import train as trainer
-  try:
-    result = trainer.train(config, args.workdir)
-  except trainer.Preempted as stopped:
-    print(f't5prompt train: {stopped}', file=sys.stderr)
-    return trainer.PREEMPTED_EXIT_CODE
-  if result is None:  # hosts other than the first write nothing
-    return 0
+  result = _until_preempted('train', lambda: trainer.train(config, args.workdir))
+  if isinstance(result, int) or result is None:  # preempted; hosts after the first write nothing
+    return result or 0
   print(json.dumps({key: getattr(result, key) for key in (
       'task', 'method', 'steps', 'best_step', 'metrics', 'initial_metrics', 'wall_time_s')},
                    indent=2))
@@ -72,14 +78,11 @@ def _train(args) -> int:
 
 def _pretrain(args) -> int:
   from t5prompt import pretrain
-  from t5prompt import train as trainer
   config = pretrain.load_config(args.config, args.overrides)  # validated before any compute
   _use_compilation_cache()
-  try:
-    directories = pretrain.run(config, args.workdir)
-  except trainer.Preempted as stopped:
-    print(f't5prompt pretrain: {stopped}', file=sys.stderr)
-    return trainer.PREEMPTED_EXIT_CODE
+  directories = _until_preempted('pretrain', lambda: pretrain.run(config, args.workdir))
+  if isinstance(directories, int):
+    return directories
   print(json.dumps(directories, indent=2))
   return 0
 
@@ -188,15 +191,12 @@ def _plan(args) -> int:
 
 def _sweep(args) -> int:
   from t5prompt import sweep
-  from t5prompt import train as trainer
   _distributed(args)
   _use_compilation_cache()
-  try:
-    summary = sweep.run_sweep(args.config, args.workdir, args.launcher, args.parallel, args.only,
-                              args.stage, args.shard)
-  except trainer.Preempted as stopped:
-    print(f't5prompt sweep: {stopped}', file=sys.stderr)
-    return trainer.PREEMPTED_EXIT_CODE
+  summary = _until_preempted('sweep', lambda: sweep.run_sweep(
+      args.config, args.workdir, args.launcher, args.parallel, args.only, args.stage, args.shard))
+  if isinstance(summary, int):
+    return summary
   if args.report and args.launcher == 'local' and not (args.only or args.shard):
     if summary['done']:
       from t5prompt.report import write_report

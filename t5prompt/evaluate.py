@@ -139,8 +139,9 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best', splits: tuple[
   config = load_run_config(workdir)
   method = methods.get(config.method)
   if not method.trains:
-    raise ValueError(f'{workdir} is a {config.method} run: nothing was trained or checkpointed; '
-                     'its result.json holds the evaluation (rerun `t5prompt train` to redo it).')
+    raise ValueError(f'{workdir} is a {config.method} run: no weights were trained or '
+                     'checkpointed; its result.json holds the evaluation (of the best triggers, '
+                     'for autoprompt: triggers.json); rerun `t5prompt train` to redo it.')
   backbone = load_model_backbone(config.model)
   run_dir = RunDir(workdir)
   run_dir.check_or_write_manifest(manifest(config, backbone, method.uses_prompt))  # or refuse

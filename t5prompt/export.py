@@ -84,6 +84,9 @@ def export_peft(workdir: str | os.PathLike, output: str | os.PathLike,
     exporting = ', '.join(name for name, method in methods.METHODS.items() if method.artefact)
     raise ValueError(f'{workdir} is a {config.method} run; only prompt methods ({exporting}) '
                      'export a PEFT adapter.')
+  if kind == methods.TRIGGERS:
+    raise ValueError(f'{workdir} is an autoprompt run: its prompt is text (the trigger tokens '
+                     'in triggers.json), not a PEFT adapter.')
   run_dir = RunDir(workdir)
   artefact = run_dir.artefact_path(kind)
   if not artefact.is_file():

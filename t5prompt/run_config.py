@@ -81,6 +81,11 @@ def _prompt_config() -> ml_collections.ConfigDict:
   prompt.reparam_hidden = 512  # prefix tuning's MLP / P-tuning's encoder hidden size
   prompt.encoder = 'lstm'  # P-tuning's prompt encoder: lstm | mlp
   prompt.shots = 0  # prompt_design: demonstrations from the task's few-shot split
+  # autoprompt: prompt.length trigger tokens placed by the template ([X] the input, [T] the
+  # triggers), each starting as `trigger_init`; `candidates` tokens scored per iteration.
+  prompt.template = '[X] [T]'
+  prompt.trigger_init = 'the'
+  prompt.candidates = 10
   return prompt
 
 

@@ -8,6 +8,8 @@ and the exported prompt. The one module that names a run's files.
   prompt.npy       the best input prompt [P, d] (or prefix.npz: the folded prefixes)
   prompt.json      the prompt's record (backbone, task, init, score, nearest tokens)
   prompts/<task>/  a per-task method's prompt of each task (prompt.npy, prompt.json)
+  triggers.json    AutoPrompt's best trigger tokens (ids, pieces, text, template)
+  search.json      AutoPrompt's search state, rewritten as it goes (its checkpoint)
   result.json      the outcome (written last, atomically)
   failed.json      why a sweep's run failed (removed when it runs again)
 """
@@ -40,6 +42,8 @@ ENSEMBLE = 'ensemble.json'  # `t5prompt ensemble`'s output directory holds it
 # losses and encoder reliance. Its weights are a t5prompt checkpoint (models.convert).
 BACKBONE_RECORD = 'backbone.json'
 PER_TASK_PROMPTS = 'prompts'  # a per-task method's prompts: prompts/<task>/prompt.npy
+TRIGGERS = 'triggers.json'
+SEARCH_STATE = 'search.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +265,23 @@ class RunDir:
       raise FileNotFoundError(f'{self.path} exported no {PROMPT} (an unfinished run, or a '
                               'method without an input prompt).')
     return np.load(path)
+
+  # --- a discrete search's state and artefact (AutoPrompt) -------------------------------
+  def write_search_state(self, record: dict) -> None:
+    atomic.write_json(self.path / SEARCH_STATE, record)
+
+  def search_state(self) -> dict | None:
+    path = self.path / SEARCH_STATE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+  def write_triggers(self, record: dict) -> None:
+    atomic.write_json(self.path / TRIGGERS, record)
+
+  def triggers(self) -> dict:
+    path = self.path / TRIGGERS
+    if not path.is_file():
+      raise FileNotFoundError(f'{self.path} has no {TRIGGERS} (not a finished autoprompt run).')
+    return json.loads(path.read_text())
 
   def write_backbone_record(self, record: dict) -> None:
     atomic.write_json(self.path / BACKBONE_RECORD, record)

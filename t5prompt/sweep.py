@@ -23,6 +23,7 @@ import ml_collections
 
 from t5prompt import pretrain, train
 from t5prompt.models import get_size
+from t5prompt.preemption import Preempted
 from t5prompt.run_config import load_config, python_file, set_field, validate, with_method
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_dir import FAILED, RunDir
@@ -231,7 +232,7 @@ def _execute(run: Run) -> bool:
   try:
     run.execute()
     return True
-  except train.Preempted:
+  except Preempted:
     raise
   except Exception as error:  # pylint: disable=broad-except  (recorded; the sweep goes on)
     RunDir(run.workdir).record_failure(error)

@@ -1,30 +1,28 @@
 """The train loop: one run = one backbone, one method, one task, one seed.
 
 Read top to bottom: `train` recognises a finished run, hands methods that do not train to
-their own runner, and otherwise loads the backbone and data, builds the run (`build`), starts
-or resumes its state, then `_loop` steps, logs, evaluates, keeps the best and checkpoints, and
+their own runner (prompt design: one evaluation; AutoPrompt: `search.py`), and otherwise loads
+the backbone and data, builds the run (`build`), starts or resumes its state, then `_loop` steps, logs, evaluates, keeps the best and checkpoints, and
 `_finish` exports the prompt and writes the result. The run directory's files: `run_dir`.
 """
 
 import dataclasses
-import json
 import os
-import signal
 import sys
-import threading
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t5prompt import export, optim
+from t5prompt import export, optim, outcome, search
 from t5prompt.backbone import Backbone, load_model_backbone
 from t5prompt.build import Run, build
 from t5prompt.checkpoints import RunCheckpoints
 from t5prompt.data import pipeline
 from t5prompt.evaluate import evaluate, evaluate_method
 from t5prompt.partitioning import Partitioning, make_partitioning
+from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import methods
 from t5prompt.run_dir import Result, RunDir, manifest
 from t5prompt.run_log import RunLog
@@ -32,47 +30,10 @@ from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_setup import (describe_missing, load_eval_sets, load_train_data,
                                 missing_data, model_label, task_spec)
 
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: stopped cleanly by a signal, rerun to resume
-
-
-class Preempted(Exception):
-  """SIGTERM/SIGINT: the step finished, a checkpoint was saved, the run can resume."""
-
 
 class NonFiniteLossError(RuntimeError):
   """The loss or gradient went NaN/Inf; nothing was saved after the last good checkpoint."""
   user_facing = True  # the CLI prints the message alone
-
-
-class StopSignal:
-  """Turns SIGTERM/SIGINT into a request to stop after the current step (preemption).
-
-  With several hosts the decision is JAX's preemption sync point, so all hosts stop at the same
-  step (the distributed runtime catches SIGTERM itself)."""
-
-  def __init__(self):
-    self.signal_name = ''
-    self._previous = {}
-    if threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._handle)
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signal_name = signal.Signals(signum).name
-
-  def requested(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-      if multihost_utils.reached_preemption_sync_point(step):
-        self.signal_name = self.signal_name or 'SIGTERM'
-        return True
-    return bool(self.signal_name)
-
-  def restore(self) -> None:
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    self._previous = {}
 
 
 @dataclasses.dataclass
@@ -121,12 +82,14 @@ def train(config, workdir: str | os.PathLike,
     raise DataNotFoundError('The data this run needs is missing:' + describe_missing(missing))
   method = methods.get(config.method)
   is_writer = jax.process_index() == 0  # one host writes logs, results and exports
-  if not method.trains:  # e.g. prompt design: nothing to train, evaluate
+  if not (method.trains or method.searches):  # prompt design: nothing to train, evaluate
     with run_dir.lock(enabled=is_writer):
       return _evaluate_untrained(config, run_dir, method, is_writer)
   partitioning = partitioning or make_partitioning(config.partitioning.mesh,
                                                    config.partitioning.shard_embed)
   with run_dir.lock(enabled=is_writer), partitioning.activate():
+    if method.searches:  # AutoPrompt: a discrete search over trigger tokens
+      return search.search(config, run_dir, partitioning, is_writer)
     return _train(config, run_dir, partitioning, is_writer)
 
 
@@ -299,7 +262,7 @@ def _finish(config, run: Run, loop: LoopState, best_trainable, backbone: Backbon
     export.export_backbone(config, run.model, run.params(best_trainable), run_dir, backbone, {
         'steps': loop.step, 'best_step': loop.best_step, 'eval': loop.best_metrics,
         'wall_time_s': wall_time_s})
-  result = _result(
+  result = outcome.result(
       config, backbone, metrics=loop.best_metrics, init=loop.init, steps=loop.step,
       best_step=loop.best_step, stopped_early=loop.stopped_early,
       initial_metrics=loop.initial_metrics,
@@ -308,36 +271,10 @@ def _finish(config, run: Run, loop: LoopState, best_trainable, backbone: Backbon
       num_stored=(sum(a.size for artefact in artefacts.values() for a in artefact.values())
                   if artefacts else optim.num_elements(run.state.trainable)),
       truncated={'train': [train_data.truncated_inputs, train_data.truncated_targets],
-                 **_truncated(eval_sets)},
+                 **outcome.truncated(eval_sets)},
       wall_time_s=wall_time_s)
   run_dir.write_result(result)
   return result
-
-
-def _truncated(eval_sets: dict) -> dict:
-  """Per eval set, [inputs, targets] cut to the task's lengths."""
-  return {name: [data.truncated_inputs, data.truncated_targets]
-          for name, (_, data) in eval_sets.items()}
-
-
-def _result(config, backbone: Backbone, *, metrics: dict, init: dict | None, steps: int,
-            best_step: int | None, num_trainable: int, num_stored: int, truncated: dict,
-            wall_time_s: float, stopped_early: bool = False,
-            initial_metrics: dict | None = None) -> Result:
-  uses_prompt = methods.get(config.method).uses_prompt
-  return Result(
-      config=json.loads(config.to_json()), model_size=model_label(config),
-      num_params=optim.num_elements(backbone.params),
-      num_non_embedding_params=optim.num_non_embedding(backbone.params),
-      d_model=backbone.config.d_model,
-      series=config.series or config.method, method=config.method, task=config.task.name,
-      seed=config.train.seed, prompt_length=config.prompt.length if uses_prompt else 0,
-      init=init, steps=steps, stopped_early=stopped_early, metrics=metrics,
-      metric=task_spec(config).metric, best_step=best_step, initial_metrics=initial_metrics,
-      num_trainable_params=num_trainable, num_stored_params=num_stored, truncated=truncated,
-      backbone={'source': backbone.source, 'params_hash': backbone.params_hash},
-      wall_time_s=wall_time_s, device_kind=jax.devices()[0].device_kind,
-      num_devices=jax.device_count())
 
 
 def _evaluate_untrained(config, run_dir: RunDir, method: methods.Method,
@@ -354,9 +291,9 @@ def _evaluate_untrained(config, run_dir: RunDir, method: methods.Method,
         file=sys.stderr)
   metrics = evaluate(model, backbone.params, eval_sets, backbone.vocabulary,
                      config.train.eval_batch_size, config.train.max_eval_examples)
-  result = _result(config, backbone, metrics=metrics, init=init, steps=0, best_step=0,
-                   num_trainable=0, num_stored=0, truncated=_truncated(eval_sets),
-                   wall_time_s=time.time() - start_time)
+  result = outcome.result(config, backbone, metrics=metrics, init=init, steps=0, best_step=0,
+                          num_trainable=0, num_stored=0, truncated=outcome.truncated(eval_sets),
+                          wall_time_s=time.time() - start_time)
   if is_writer:
     run_dir.path.mkdir(parents=True, exist_ok=True)
     run_dir.write_config(config)

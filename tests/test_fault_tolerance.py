@@ -17,6 +17,7 @@ import pytest
 from t5prompt import atomic, build, cli
 from t5prompt import train as trainer
 from t5prompt.data import pipeline
+from t5prompt.preemption import PREEMPTED_EXIT_CODE
 from t5prompt.run_config import load_config
 from t5prompt.run_dir import RunDir
 
@@ -66,7 +67,7 @@ def test_sigterm_at_a_random_step_then_resume_is_bitwise_equal(uninterrupted, tm
     time.sleep(0.05)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
-  assert process.returncode == trainer.PREEMPTED_EXIT_CODE, stderr[-2000:]
+  assert process.returncode == PREEMPTED_EXIT_CODE, stderr[-2000:]
   assert 'Stopped by SIGTERM after step' in stderr and 'Rerun the same command' in stderr
   saved = max(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
   assert saved >= stop_after and not (tmp_path / 'result.json').exists()

@@ -25,6 +25,12 @@ def shift_right(targets: jax.Array) -> jax.Array:
 def score_targets(model: T5, params, encoder_input_tokens, targets) -> jax.Array:
   """Sum of target-token log-likelihoods per example [b]; padding (0) in targets is ignored."""
   logits = model.apply({'params': params}, encoder_input_tokens, shift_right(targets))
+  return target_log_likelihood(logits, targets)
+
+
+def target_log_likelihood(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Teacher-forced logits [b, t, v] -> the targets' summed log-likelihood [b] (padding 0
+  ignored)."""
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   token_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
   return jnp.sum(jnp.where(targets > 0, token_log_probs, 0.0), axis=-1)
@@ -48,9 +54,7 @@ def rank_scores(model: T5, params, encoder_input_tokens, label_targets, prompt_i
   targets = jnp.tile(label_targets, (batch, 1))  # [b * k, t], example-major like the repeat
   logits = model.apply({'params': params}, encoded, encoder_mask, shift_right(targets),
                        method=T5.decode)
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  token_log_probs = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-  scores = jnp.sum(jnp.where(targets > 0, token_log_probs, 0.0), axis=-1)
+  scores = target_log_likelihood(logits, targets)
   if length_normalized:
     scores = scores / jnp.sum(targets > 0, axis=-1)
   return scores.reshape(batch, num_labels)

@@ -15,6 +15,8 @@ its config checks. Adding a method is its own module plus one row of `METHODS`.
   model_tuning         nothing                      everything   (the checkpoints)
   prompt_design        nothing (a hand-written      nothing      (zero/few-shot, no training)
                        template, data.templates)
+  autoprompt           nothing (k trigger tokens    nothing      triggers.json: k tokens
+                       in prompt.template)          (searched)   (search.py)
 """
 
 import dataclasses
@@ -28,14 +30,15 @@ from t5prompt.models.sizes import T5Config
 from t5prompt.models.t5 import T5
 from t5prompt.optim import LabelRules
 from t5prompt.partitioning import to_host
-from t5prompt.prompts import design
+from t5prompt.prompts import autoprompt, design
 from t5prompt.prompts import prefix as prefix_lib
 from t5prompt.prompts import prompt_encoder as encoder_lib
 from t5prompt.prompts.initializers import INIT_NAMES, load_prompt_file, make_initializer
 from t5prompt.prompts.projector import ProjectedPrompt
 from t5prompt.prompts.soft_prompt import PromptBank, SoftPrompt
 
-PROMPT, PREFIX = 'prompt', 'prefix'  # the two kinds of artefact a prompt method keeps
+# The kinds of artefact a prompt method keeps: an input prompt, prefixes, trigger tokens.
+PROMPT, PREFIX, TRIGGERS = 'prompt', 'prefix', 'triggers'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +85,10 @@ class Method:
   name: str
   make_model: ModelBuilder
   trainable_rules: LabelRules  # the first matching regex wins; every leaf must match one
-  artefact: str = ''  # PROMPT | PREFIX | '' (nothing beyond the checkpoints)
+  artefact: str = ''  # PROMPT | PREFIX | TRIGGERS | '' (nothing beyond the checkpoints)
   optimizer: tuple[tuple[str, Any], ...] = ()  # defaults over the run config's `optimizer`
-  trains: bool = True  # False: the run evaluates the untrained model (steps 0)
+  trains: bool = True  # False: no gradient training (the run evaluates, or searches)
+  searches: bool = False  # the run is a discrete search over tokens (search.py), no weights
   trains_backbone: bool = False  # every weight trains (its run can export a backbone)
   # One prompt per task of the mixture: batches carry each example's task (`prompt_ids`),
   # each task is evaluated and exported with its own prompt.
@@ -175,6 +179,21 @@ def _check_layer_lengths(config) -> list[str]:
   return []
 
 
+def _check_autoprompt(config) -> list[str]:
+  problems = []
+  template = config.prompt.template
+  if template.count(autoprompt.INPUT) != 1 or template.count(autoprompt.TRIGGERS) != 1:
+    problems.append(f'prompt.template={template!r} must hold the task input '
+                    f'{autoprompt.INPUT} once and the trigger block {autoprompt.TRIGGERS} once, '
+                    f'e.g. "{autoprompt.INPUT} {autoprompt.TRIGGERS}"')
+  if config.prompt.length > 64:
+    problems.append(f'method=autoprompt searches prompt.length={config.prompt.length} trigger '
+                    'tokens, one slot per iteration; use a handful (AutoPrompt used 3-10)')
+  if config.prompt.candidates <= 0:
+    problems.append('prompt.candidates must be positive (the tokens scored per iteration)')
+  return problems
+
+
 def _plain(config: T5Config, options: PromptOptions, init: InitContext | None):
   del options, init
   return T5(config), None
@@ -206,6 +225,9 @@ METHODS: dict[str, Method] = {method.name: method for method in (
     Method('prompt_design', _plain, ((r'.*', 'freeze'),), trains=False,
            prepare_eval=design.with_shots, eval_task=template_task,
            check=_check_layer_lengths),
+    # Nothing trains: k trigger tokens are searched (search.py) and kept as text.
+    Method('autoprompt', _plain, ((r'.*', 'freeze'),), TRIGGERS, trains=False, searches=True,
+           check=lambda config: _check_layer_lengths(config) + _check_autoprompt(config)),
 )}
 # The init names a run config may give (`prompt.init`).
 PROMPT_INITS = INIT_NAMES
