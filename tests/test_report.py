@@ -137,6 +137,7 @@ def test_robustness_rows_and_collapse_flag(tmp_path):
   assert drop[3:6] == ['60.5 ± 0.7 (2)', '65.5 ± 0.7 (2)', '+5.0']
   assert drop[6:] == ['68.9', '67.1']  # the paper's XXL model / prompt tuning F1
   assert table['mrqa_squad (in-domain)'][5] == '-1.0'
+  assert table['mrqa_squad (in-domain)'][3].endswith('†1')  # model tuning's seed 0 collapsed
   assert sum(report.collapsed(r) for r in collected) == 1
   summary = report.write_report(tmp_path)
   assert '1 collapsed to one class' in summary and (tmp_path / 'report' / 'robustness.md').exists()
@@ -190,18 +191,23 @@ def test_transfer_matrix_gains_similarity_and_retrieval(tmp_path):
 
 def test_methods_table_and_prompt_words(tmp_path):
   for method, trained, stored in (('prompt_tuning', 640, 640), ('prefix_tuning', 9000, 1536),
-                                  ('prompt_design', 0, 0)):
+                                  ('prompt_design', 0, 0), ('autoprompt', 0, 2)):
     run = tmp_path / method
     run.mkdir()
     result = _result(method, 'small', 'superglue_cb', 0, 50.0)
     result.update(num_trainable_params=trained, num_stored_params=stored)
     (run / 'result.json').write_text(json.dumps(result))
+  (tmp_path / 'autoprompt' / 'triggers.json').write_text(json.dumps(
+      {'ids': [7, 9], 'pieces': ['▁so', '▁maybe'], 'text': 'so maybe'}))
   (tmp_path / 'prompt_tuning' / 'prompt.json').write_text(json.dumps(
       {'nearest_tokens': [['▁yes', '▁no', '▁maybe'], ['▁the', '▁a', '▁an']]}))
   runs, _ = report.collect(tmp_path)
   header, rows = report.methods_rows(runs)
-  assert header[3:5] == ['trained params', 'stored params']
-  assert ['prefix_tuning', 'prefix_tuning', 'small', '9,000', '1,536', '0.002'] in rows
+  assert header[3:5] == ['trained params', 'stored']
+  assert ['prefix_tuning', 'prefix_tuning', 'small', '9,000', '1,536', '0.002',
+          'superglue_cb: 50.0 (1)'] in rows
+  assert ['autoprompt', 'autoprompt', 'small', '0', '2 tokens "▁so" "▁maybe"', '',
+          'superglue_cb: 50.0 (1)'] in rows
   words = report.prompt_words(runs)
   assert '| prompt_tuning | small | superglue_cb | 0 | ▁yes ▁no ▁maybe / ▁the ▁a ▁an |' in words
   summary = report.write_report(tmp_path)

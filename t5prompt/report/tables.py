@@ -311,17 +311,18 @@ def robustness_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
     mixed_in = result.config['task'].get('mixture', ())
     for name, metrics in result.metrics.items():
       if ':' in name and name.partition(':')[0] not in mixed_in:  # a domain-shift set
-        values[(result.model_size, result.task, name, result.method)].append(
-            metrics['score'])
+        values[(result.model_size, result.task, name, result.method)].append(metrics)
       elif name == result.in_domain and result.config['task']['extra_evals']:
         values[(result.model_size, result.task, f'{result.task} (in-domain)',
-                result.method)].append(metrics['score'])
+                result.method)].append(metrics)
   header = ['size', 'trained on', 'eval set', 'model tuning', 'prompt tuning', 'delta',
             'paper model', 'paper prompt']
   rows = []
   for size, task, name in sorted({key[:3] for key in values}):
     model, prompt = (values.get((size, task, name, method)) for method in GAP)
-    model_cell, prompt_cell = ((*_mean_std(v), 0) if v else None for v in (model, prompt))
+    model_cell, prompt_cell = (
+        (*_mean_std([m['score'] for m in v]), sum(map(_collapsed, v))) if v else None
+        for v in (model, prompt))  # collapsed seeds on that set are marked as in the scale table
     delta = f'{prompt_cell[0] - model_cell[0]:+.1f}' if model_cell and prompt_cell else ''
     eval_task = name.split(':')[0].replace(' (in-domain)', '')
     published = paper.MRQA.get(eval_task) if task == 'mrqa_squad' else None
@@ -361,13 +362,25 @@ def methods_rows(runs: list[Result]) -> tuple[list[str], list[list[str]]]:
   for result in runs:
     key = (result.series_name, result.model_size)
     seen.setdefault(key, result)
-  header = ['series', 'method', 'size', 'trained params', 'stored params', '% of backbone']
+  scores = collections.defaultdict(list)
+  for result in runs:
+    scores[(result.series_name, result.model_size, result.task)].append(result.score)
+  header = ['series', 'method', 'size', 'trained params', 'stored', '% of backbone',
+            'task: score (seeds)']
   rows = []
   for (name, size), result in sorted(seen.items()):
     trained = result.num_trainable_params
     stored = result.num_stored_params or trained
-    rows.append([name, result.method, size, f'{trained:,}', f'{stored:,}',
-                 f'{100 * stored / result.num_params:.3f}' if result.num_params else ''])
+    share = f'{100 * stored / result.num_params:.3f}' if result.num_params else ''
+    if methods.get(result.method).artefact == methods.TRIGGERS:  # tokens, not parameters
+      text = RunDir(result.path).triggers()['pieces'] if result.path else []
+      stored, share = f'{stored} tokens ' + ' '.join(f'"{piece}"' for piece in text), ''
+    else:
+      stored = f'{stored:,}'
+    cells = '; '.join(f'{task}: {np.mean(values):.1f} ({len(values)})'
+                      for (series, at, task), values in sorted(scores.items())
+                      if (series, at) == (name, size))
+    rows.append([name, result.method, size, f'{trained:,}', stored, share, cells])
   return header, rows
 
 
