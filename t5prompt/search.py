@@ -130,7 +130,7 @@ def _iterate(config, state: SearchState, train_set: autoprompt.Rendered, probe: 
       state.iteration += 1
       step = state.iteration
       progress.update(1)
-      progress.set_postfix(loss=f'{min(loss, float(losses[best])):.4f}')
+      progress.set_postfix(loss=f'{min(loss, float(losses[best])):.4f}', refresh=False)
       if step % train.log_every == 0 or step == steps:
         run_log.write(step, 'train', {'loss': loss, 'best_candidate_loss': float(losses[best]),
                                       'slot': slot, 'swapped': swapped})

@@ -2,7 +2,9 @@
 On CB at every ladder size, seed 0: prompt tuning, P-tuning (LSTM encoder), prefix tuning (MLP
 reparameterisation, folded for evaluation), deep prompt tuning (P-tuning v2) and model tuning,
 150 steps each; and the prompt-design baseline (hand-written template, zero-shot and 4-shot
-from CB's train split), which trains nothing. The report then shows one line per method.
+from CB's train split), which trains nothing; and AutoPrompt (5 trigger tokens searched for 200
+iterations, 3 seeds, a stage of its own: `--stage autoprompt --shard 0/1` runs it alone). The report then
+shows one line per method.
 
   t5prompt sweep --config configs/sweeps/demo_methods.py --workdir runs/demo_methods
   t5prompt report runs/demo_methods
@@ -30,6 +32,10 @@ DESIGN = [
     {'method': 'prompt_design', 'prompt.shots': 4, 'series': 'prompt_design_4shot',
      'task.input_length': 512},
 ]
+# Triggers after the input (T5 answers in its decoder, where AutoPrompt's [MASK] was).
+SEARCHED = {'method': 'autoprompt', 'prompt.length': 5, 'prompt.template': '[X] [T]',
+            'prompt.candidates': 10, 'train.steps': 200, 'train.eval_every': 50,
+            'train.checkpoint_every': 50, 'train.log_every': 10}
 TRAINING = {'train.steps': 150, 'train.eval_every': 75, 'train.checkpoint_every': 150,
             'model.dropout_rate': 0.1}
 
@@ -40,5 +46,7 @@ def get_sweep(workdir):
   task, seed = {'task.name': ['superglue_cb']}, {'train.seed': [0]}
   overrides = (product(backbones, TRAINED, task, seed, [TRAINING])
                + product(backbones, DESIGN, task, seed))
-  return Sweep('demo_methods', [miniature.ladder_stage(),
-                                Stage('runs', runs(from_file('configs/smoke.py'), overrides))])
+  searched = product(backbones, [SEARCHED], task, {'train.seed': [0, 1, 2]})
+  base = from_file('configs/smoke.py')
+  return Sweep('demo_methods', [miniature.ladder_stage(), Stage('runs', runs(base, overrides)),
+                                Stage('autoprompt', runs(base, searched))])
