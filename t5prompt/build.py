@@ -113,7 +113,8 @@ def _model_and_params(config, backbone: Backbone, init_rng) -> tuple[T5, dict, d
     own = jax.eval_shape(lambda rng: methods.module_params(model, rng), init_rng)
   else:
     context = methods.InitContext(backbone.params['token_embedder']['embedding'],
-                                  backbone.vocabulary, task_spec(config).label_names)
+                                  backbone.vocabulary, task_spec(config).label_names,
+                                  config.task.name, backbone.params_hash)
     model, record = method.make_model(backbone.config, options, context)
     own = methods.module_params(model, init_rng)
   return model, {**backbone.params, **own}, record

@@ -6,7 +6,7 @@ sweep stage every demo shares: a rerun finds it finished.
 from pathlib import Path
 
 from t5prompt.data.sources import cache_dir
-from t5prompt.run_config import config_from_file
+from t5prompt.run_config import config_from_file, default_config
 from t5prompt.sweep import Stage
 
 SIZES = ('ladder-0', 'ladder-1', 'ladder-2', 'ladder-3')
@@ -27,3 +27,16 @@ def ladder_stage() -> Stage:
 def backbone(size: str) -> dict:
   """Overrides naming a ladder size's LM-adapted backbone."""
   return {'model.checkpoint': str(ladder() / size / 'lm_adapted'), 'model.label': size}
+
+
+def run_base():
+  """The run settings every miniature study starts from (no dropout, batch 16, an eval before
+  training, frequent logs); each study sets its method, task and steps."""
+  config = default_config()
+  config.model.dropout_rate = 0.0
+  config.train.batch_size = 16
+  config.train.eval_at_start = True
+  config.train.checkpoint_every = 250
+  config.train.log_every = 25
+  config.train.eval_batch_size = 64
+  return config

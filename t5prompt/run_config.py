@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from t5prompt.prompts import methods
+from t5prompt.prompts.initializers import PPT_CHOICES
 from t5prompt.prompts.prefix import ATTENTION_KINDS
 from t5prompt.prompts.prompt_encoder import ENCODER_KINDS
 from t5prompt.data.vocab import check_name as check_vocabulary
@@ -70,9 +71,13 @@ def _model_config() -> ml_collections.ConfigDict:
 def _prompt_config() -> ml_collections.ConfigDict:
   prompt = ml_collections.ConfigDict()
   prompt.length = 100  # virtual tokens (prompt / P-tuning) or prefix positions
-  prompt.init = 'class_label'  # random_uniform | sampled_vocab | class_label | text | file
+  prompt.init = 'class_label'  # random_uniform | sampled_vocab | class_label | text | file | ppt
   prompt.init_text = ''
   prompt.init_file = ''
+  # ppt: the pre-trained prompt found under `ppt_runs` (finished runs on the ppt_* tasks) for
+  # the task's format ('matching') or for every format ('unified').
+  prompt.ppt_runs = ''
+  prompt.ppt_choice = 'matching'
   prompt.vocab_population = 5000
   # Prefix methods: the attention kinds that get prefixes; deep prompts may set one length per
   # layer (shorter layers are padded and masked).
@@ -303,6 +308,11 @@ def _prompt_problems(prompt) -> list[str]:
     need(bool(prompt.init_file), 'prompt.init="file" needs prompt.init_file')
   if prompt.init == 'text':
     need(bool(prompt.init_text), 'prompt.init="text" needs prompt.init_text')
+  if prompt.init == 'ppt':
+    need(bool(prompt.ppt_runs), 'prompt.init="ppt" needs prompt.ppt_runs: the directory of '
+         'the PPT pre-training runs (the ppt stage of configs/sweeps/few_shot_ppt.py)')
+  need(prompt.ppt_choice in PPT_CHOICES,
+       f'prompt.ppt_choice must be one of {PPT_CHOICES}, got {prompt.ppt_choice!r}')
   attention = tuple(prompt.attention)
   need(bool(attention) and set(attention) <= set(ATTENTION_KINDS),
        f'prompt.attention must name some of {ATTENTION_KINDS}, got {attention}')

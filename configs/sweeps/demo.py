@@ -17,7 +17,6 @@ the study itself.
 """
 
 from t5prompt import miniature
-from t5prompt.run_config import default_config
 from t5prompt.sweep import Stage, Sweep, product, runs
 
 TASKS = {'superglue_cb': 192, 'glue_mrpc': 128}  # task -> input length (tokens)
@@ -32,17 +31,6 @@ METHODS = [
 SEEDS = (0, 1, 2)
 
 
-def base():
-  config = default_config()
-  config.model.dropout_rate = 0.0
-  config.train.batch_size = 16
-  config.train.eval_at_start = True
-  config.train.checkpoint_every = 250
-  config.train.log_every = 25
-  config.train.eval_batch_size = 64
-  return config
-
-
 def get_sweep(workdir):
   del workdir  # the runs go in the sweep's workdir; the ladder in the shared cache
   overrides = product([miniature.backbone(size) for size in miniature.SIZES],
@@ -50,4 +38,5 @@ def get_sweep(workdir):
                        for task, length in TASKS.items()],
                       METHODS,
                       {'train.seed': list(SEEDS)})
-  return Sweep('demo', [miniature.ladder_stage(), Stage('runs', runs(base, overrides))])
+  return Sweep('demo', [miniature.ladder_stage(),
+                        Stage('runs', runs(miniature.run_base, overrides))])

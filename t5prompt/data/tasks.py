@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import functools
 
-from t5prompt.data import glue, mrqa, pretraining, superglue, templates
+from t5prompt.data import glue, mrqa, ppt, pretraining, superglue, templates
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.data.spec import TaskSpec
 from t5prompt.data.tf_setup import tensorflow
@@ -36,6 +36,7 @@ def task_specs() -> dict[str, TaskSpec]:
     specs[full] = dataclasses.replace(spec, name=full)
   specs.update(templates.template_specs())
   specs.update(pretraining.TASKS)
+  specs.update(ppt.TASKS)
   return specs
 
 

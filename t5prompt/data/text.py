@@ -25,6 +25,9 @@ WIKITEXT = ('text/wikitext-2-raw/wiki.valid.raw', 'text/wikitext-2-raw/wiki.test
 GUTENBERG = 'text/gutenberg_nltk/gutenberg.zip'
 MRQA_CONTEXTS = ('mrqa/out_of_domain_dev/DROP.jsonl', 'mrqa/out_of_domain_dev/DuoRC.jsonl',
                  'mrqa/out_of_domain_dev/RelationExtraction.jsonl')
+# DROP's passages are Wikipedia's, DuoRC's are film plots, RelationExtraction's WikiReading's.
+MRQA_GENRES = {'DROP': 'wikipedia', 'DuoRC': 'film', 'RelationExtraction': 'wikipedia'}
+GENRES = ('wikipedia', 'book', 'film')
 SPLITS = ('train', 'validation')
 VALIDATION_SHARE = 0.02  # of documents, by hash
 GUTENBERG_DOCUMENT_CHARS = 5000
@@ -91,23 +94,27 @@ def _split_of(document: str) -> str:
 
 
 @functools.cache
-def _all_documents(root: str) -> tuple[tuple[str, str], ...]:
+def _all_documents(root: str) -> tuple[tuple[str, str, str], ...]:
+  """(split, genre, text) of every document; the genre is what the text is (PPT's
+  single-sentence pseudo-label)."""
   del root  # the cache key: the data directory the files were read from
   documents = []
   for relative in WIKITEXT:
-    documents += _wikitext(_require(relative))
-  documents += _gutenberg(_require(GUTENBERG))
+    documents += [('wikipedia', text) for text in _wikitext(_require(relative))]
+  documents += [('book', text) for text in _gutenberg(_require(GUTENBERG))]
   for relative in MRQA_CONTEXTS:
-    documents += _mrqa_contexts(_require(relative))
-  return tuple((_split_of(document), document) for document in documents)
+    documents += [(MRQA_GENRES[Path(relative).stem], text)
+                  for text in _mrqa_contexts(_require(relative))]
+  return tuple((_split_of(text), genre, text) for genre, text in documents)
 
 
-def documents(split: str) -> list[str]:
-  """The documents of a split, in a fixed order."""
+def documents(split: str, with_genre: bool = False) -> list:
+  """The documents of a split, in a fixed order (with `with_genre`, (genre, text) pairs)."""
   if split not in SPLITS:
     raise DataNotFoundError(f'Unknown split {split!r} of the pre-training text; it has '
                             f'{", ".join(SPLITS)}.')
-  return [text for which, text in _all_documents(str(data_dir())) if which == split]
+  return [(genre, text) if with_genre else text
+          for which, genre, text in _all_documents(str(data_dir())) if which == split]
 
 
 class TextSource:

@@ -13,13 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from t5prompt.prompts.soft_prompt import Initializer, uniform_init
-from t5prompt.run_dir import PROMPT_RECORD
+from t5prompt.data import ppt
+from t5prompt.run_dir import PROMPT, PROMPT_RECORD, find_results
 
 # SentencePiece orders pieces by score, so ids 3.. are the most frequent tokens; 0-2 are
 # <pad>, </s>, <unk> and never a useful starting point.
 FIRST_ORDINARY_ID = 3
 VOCAB_POPULATION = 5000
-INIT_NAMES = ('random_uniform', 'sampled_vocab', 'class_label', 'text', 'file')
+INIT_NAMES = ('random_uniform', 'sampled_vocab', 'class_label', 'text', 'file', 'ppt')
+PPT_CHOICES = ('matching', 'unified')  # the prompt of the task's format, or the all-format one
 
 
 def _check_shape(shape, embedding) -> tuple[int, int]:
@@ -120,9 +122,35 @@ def from_array(prompt: np.ndarray) -> Initializer:
   return init
 
 
+def pretrained_prompt(directory: str | Path, task: str, choice: str,
+                      params_hash: str) -> tuple[Path, str]:
+  """PPT: the prompt pre-trained under `directory` (finished prompt-tuning runs on the `ppt_*`
+  tasks) for `task`'s format (`choice` 'matching') or on every format ('unified'), on this
+  backbone; (its prompt.npy, the format). The best-scoring one if several."""
+  wanted = ppt.UNIFIED if choice == 'unified' else ppt.format_of(task)
+  found = []
+  for run in find_results(directory) if Path(directory).is_dir() else []:
+    result = run.result()
+    mixture = tuple(result.config['task'].get('mixture', ()))
+    form = ppt.UNIFIED if mixture else result.task.removeprefix('ppt_')
+    if (result.task.startswith('ppt_') and form == wanted and result.method == 'prompt_tuning'
+        and result.backbone.get('params_hash') == params_hash and (run.path / PROMPT).is_file()):
+      found.append((result.score, str(run.path / PROMPT)))
+  if not found:
+    raise FileNotFoundError(
+        f'prompt.init="ppt" found no pre-trained prompt of the {wanted!r} format for this '
+        f'backbone (params hash {params_hash[:12]}) under {directory}. Pre-train it first: the '
+        "'ppt' stage of configs/sweeps/few_shot_ppt.py, or prompt tuning on "
+        f"{ppt.task_name(ppt.FORMATS[0]) if wanted == ppt.UNIFIED else ppt.task_name(wanted)}"
+        + (' with task.mixture set to the other ppt_* tasks' if wanted == ppt.UNIFIED else '')
+        + ', into that directory.')
+  return Path(max(found)[1]), wanted
+
+
 def make_initializer(name: str, *, embedding, vocabulary=None, labels: Sequence[str] = (),
-                     init_text: str = '', path: str = '',
-                     population: int = VOCAB_POPULATION) -> tuple[Initializer, dict[str, Any]]:
+                     init_text: str = '', path: str = '', population: int = VOCAB_POPULATION,
+                     ppt_runs: str = '', ppt_choice: str = 'matching', task: str = '',
+                     params_hash: str = '') -> tuple[Initializer, dict[str, Any]]:
   """The initialiser a config names, and the record of it a run writes to its outputs."""
   record: dict[str, Any] = {'name': name}
   # Sampled rows come from the vocabulary's own pieces, never its sentinels or the table's
@@ -153,5 +181,9 @@ def make_initializer(name: str, *, embedding, vocabulary=None, labels: Sequence[
     source = prompt_source(path)
     if source:
       record['source'] = source
+    return from_array(load_prompt_file(path)), record
+  if name == 'ppt':  # a pre-trained prompt: a file found by the task's format
+    path, form = pretrained_prompt(ppt_runs, task, ppt_choice, params_hash)
+    record.update(format=form, path=str(path), source=prompt_source(path))
     return from_array(load_prompt_file(path)), record
   raise ValueError(f'Unknown prompt init {name!r}; choose one of {", ".join(INIT_NAMES)}.')

@@ -48,6 +48,8 @@ class PromptOptions:
   init: str = 'random_uniform'
   init_text: str = ''
   init_file: str = ''
+  ppt_runs: str = ''
+  ppt_choice: str = 'matching'
   vocab_population: int = 5000
   attention: tuple[str, ...] = prefix_lib.ATTENTION_KINDS
   layer_lengths: tuple[int, ...] = ()
@@ -67,11 +69,13 @@ class PromptOptions:
 
 @dataclasses.dataclass(frozen=True)
 class InitContext:
-  """What a prompt initialiser may read: the frozen token embeddings, the vocabulary and the
-  task's verbalised labels (class-label init)."""
+  """What a prompt initialiser may read: the frozen token embeddings, the vocabulary, the
+  task's verbalised labels (class-label init), the task and the backbone's hash (PPT)."""
   embedding: Any
   vocabulary: Any
   label_names: tuple[str, ...] = ()
+  task: str = ''  # the run's task (PPT picks the prompt of its format)
+  params_hash: str = ''  # the backbone's (PPT's prompt must come from the same one)
 
 
 # (T5 config, prompt options, init context or None) -> (the T5 the method trains, init record).
@@ -113,7 +117,8 @@ def _prompt_tuning(config: T5Config, options: PromptOptions, init: InitContext |
   init_fn, record = make_initializer(
       options.init, embedding=init.embedding, vocabulary=init.vocabulary,
       labels=init.label_names, init_text=options.init_text, path=options.init_file,
-      population=options.vocab_population)
+      population=options.vocab_population, ppt_runs=options.ppt_runs,
+      ppt_choice=options.ppt_choice, task=init.task, params_hash=init.params_hash)
   return T5(config, prompt=SoftPrompt(options.length, init_fn)), record
 
 
