@@ -83,7 +83,7 @@ def _stage_configs(config, workdir: Path) -> list[tuple[ml_collections.ConfigDic
 
 
 def finished(config, workdir: str | os.PathLike) -> bool:
-  return all(RunDir(path).finished(stage_run)
+  return all(RunDir(path).finished(stage_run, run_config.default_config())
              for stage_run, path in _stage_configs(config, Path(workdir)))
 
 

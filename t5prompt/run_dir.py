@@ -148,13 +148,19 @@ class RunDir:
       return None
     return Result.from_json(json.loads(path.read_text()), str(self.path))
 
-  def finished(self, config) -> bool:
-    """Whether result.json holds a finished run of exactly this config."""
+  def finished(self, config, defaults=None) -> bool:
+    """Whether result.json holds a finished run of exactly this config. A field the saved
+    config lacks (added to t5prompt since the run) matches when it holds its value in
+    `defaults` (the default config): new fields default to the old behaviour."""
     try:
       result = self.result()
     except (ValueError, json.JSONDecodeError):
       return False
-    return result is not None and result.config == json.loads(config.to_json())
+    if result is None:
+      return False
+    current = json.loads(config.to_json())
+    defaults = json.loads(defaults.to_json()) if defaults is not None else {}
+    return not _diff(result.config, current, added_since=defaults)
 
   def write_result(self, result: Result) -> None:
     atomic.write_json(self.path / RESULT, result.to_json())
@@ -307,11 +313,21 @@ class WorkdirBusyError(RuntimeError):
   user_facing = True  # the CLI prints the message alone
 
 
-def _diff(saved: Any, current: Any, prefix: str = '') -> list[str]:
+_ABSENT = object()
+
+
+def _diff(saved: Any, current: Any, prefix: str = '', added_since: Any = None) -> list[str]:
+  """The fields that differ, one line each. With `added_since` (the defaults), a field only
+  `current` has is no difference while it holds its default."""
   if isinstance(saved, dict) and isinstance(current, dict):
     lines = []
+    defaults = added_since if isinstance(added_since, dict) else {}
     for key in sorted(set(saved) | set(current)):
-      lines += _diff(saved.get(key), current.get(key), f'{prefix}{key}.')
+      if (key not in saved and added_since is not None
+          and defaults.get(key, _ABSENT) == current[key]):
+        continue
+      lines += _diff(saved.get(key), current.get(key), f'{prefix}{key}.',
+                     defaults.get(key) if added_since is not None else None)
     return lines
   return [] if saved == current else [f'  {prefix[:-1]}: saved {saved!r}, now {current!r}']
 

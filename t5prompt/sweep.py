@@ -24,7 +24,8 @@ import ml_collections
 from t5prompt import pretrain, train
 from t5prompt.models import get_size
 from t5prompt.preemption import Preempted
-from t5prompt.run_config import load_config, python_file, set_field, validate, with_method
+from t5prompt.run_config import (default_config, load_config, python_file, set_field, validate,
+                                 with_method)
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_dir import FAILED, RunDir
 from t5prompt.run_setup import describe_missing, load_eval_sets, load_train_data, missing_data
@@ -65,7 +66,7 @@ class Run:
   def finished(self) -> bool:
     if self.stage.pretrain:
       return pretrain.finished(self.config, self.workdir)
-    return RunDir(self.workdir).finished(self.config)
+    return RunDir(self.workdir).finished(self.config, default_config())
 
   def missing_data(self) -> list[tuple[str, str]]:
     configs = ([self.config[stage] for stage in pretrain.STAGES] if self.stage.pretrain

@@ -24,6 +24,7 @@ from t5prompt.evaluate import evaluate, evaluate_method
 from t5prompt.partitioning import Partitioning, make_partitioning
 from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import methods
+from t5prompt.run_config import default_config
 from t5prompt.run_dir import Result, RunDir, manifest
 from t5prompt.run_log import RunLog
 from t5prompt.data.sources import DataNotFoundError
@@ -74,7 +75,7 @@ def train(config, workdir: str | os.PathLike,
   on the mesh of `config.partitioning` (or the given `partitioning`). Returns the result on
   the host that writes it (None on the others)."""
   run_dir = RunDir(workdir)
-  if run_dir.finished(config):
+  if run_dir.finished(config, default_config()):
     print(f'{workdir} already finished; result.json kept.', file=sys.stderr)
     return run_dir.result()
   missing = missing_data(config)
