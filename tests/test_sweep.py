@@ -6,6 +6,8 @@ import json
 import pytest
 
 from t5prompt import cli, sweep
+from t5prompt.run_config import default_config
+from t5prompt.run_dir import RunDir
 
 from conftest import REPO
 
@@ -131,3 +133,23 @@ def test_parallel_workers_share_a_stage_and_report_progress(tmp_path, capsys, mo
   assert sum(log.count('already finished') for log in logs) == 0  # no run was run twice
   for seed in range(3):
     assert (tmp_path / 'runs' / f'seed={seed}' / 'result.json').is_file()
+
+
+def test_a_run_saved_before_a_field_existed_is_finished_while_the_field_holds_its_default(
+    tmp_path):
+  """Adding a config field must not make every finished run (a cached ladder, a finished
+  sweep) run again; setting the new field to something else must."""
+  config = default_config()
+  saved = json.loads(config.to_json())
+  del saved['prompt']['trigger_init']  # as a run written before the field was added
+  (tmp_path / 'result.json').write_text(json.dumps(
+      {'config': saved, 'model_size': 'small', 'method': 'prompt_tuning', 'task': 'x',
+       'seed': 0, 'metrics': {}}))
+  run = RunDir(tmp_path)
+  assert run.finished(config, default_config())
+  assert not run.finished(config)  # without the defaults: exact match only
+  config.prompt.trigger_init = 'a'
+  assert not run.finished(config, default_config())
+  config.prompt.trigger_init = 'the'
+  config.train.steps += 1  # a field the run did save
+  assert not run.finished(config, default_config())
