@@ -13,12 +13,14 @@ from flax import linen as nn
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, T5Config, get_size
 from t5prompt.models.convert import VOCABULARY_FILE, load_backbone, params_hash
+from t5prompt.models.streaming import is_lazy
 
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:
   config: T5Config
-  params: dict  # unboxed, float32 (or, for the planner, their abstract shapes)
+  # unboxed, float32 (or unread streamed checkpoint tensors; or, for the planner, their shapes)
+  params: dict
   source: str  # checkpoint path / hub id, or 'random:<size>:seed<N>[:<vocabulary>]'
   params_hash: str
   vocabulary_name: str = ''  # a `vocab.get_vocabulary` name or file; '' = T5's
@@ -37,12 +39,14 @@ def _vocabulary_name(model_config) -> str:
   return model_config.vocabulary
 
 
-def load_model_backbone(model_config) -> Backbone:
-  """The frozen backbone a config's `model` section names."""
+def load_model_backbone(model_config, stream: bool = False) -> Backbone:
+  """The frozen backbone a config's `model` section names. With `stream`, a safetensors
+  checkpoint's params stay unread (`models.streaming`) until they are placed on their
+  shardings, a block per device: no whole float32 copy on the host (the train loop)."""
   overrides = dict(dtype=model_config.dtype, dropout_rate=model_config.dropout_rate,
                    scan_layers=model_config.scan_layers, remat_policy=model_config.remat_policy)
   if model_config.checkpoint:
-    config, params = load_backbone(model_config.checkpoint, **overrides)
+    config, params = load_backbone(model_config.checkpoint, lazy=stream, **overrides)
     source = model_config.checkpoint
   else:
     config = get_size(model_config.size).replace(**overrides)
@@ -52,7 +56,8 @@ def load_model_backbone(model_config) -> Backbone:
     source = f'random:{model_config.size}:seed{model_config.init_seed}'
     if model_config.vocabulary:
       source += f':{model_config.vocabulary}'
-  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  params = jax.tree.map(lambda x: x if is_lazy(x) else jnp.asarray(x, jnp.float32), params,
+                        is_leaf=is_lazy)
   return Backbone(config, params, source, params_hash(params), _vocabulary_name(model_config))
 
 

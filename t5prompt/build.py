@@ -6,7 +6,8 @@ Read top to bottom: the method's model and its initial params; the freeze (the m
 split trainable from frozen); the optimizer; shardings of the params by the logical axis rules,
 the optimizer state following its params; the state placed on the mesh (or, for a backbone of
 abstract shapes, only its shapes and shardings: the planner); the step, one `jax.jit` with
-explicit shardings that donates the trainable state.
+explicit shardings that donates the trainable state. A backbone loaded with `stream` (the
+train loop's) is read from its checkpoint only here, block by block onto the shardings.
 """
 
 import dataclasses
@@ -14,11 +15,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from t5prompt import optim
 from t5prompt.models import T5
 from t5prompt.models.decode import shift_right
+from t5prompt.models.streaming import is_lazy
 from t5prompt.partitioning import Partitioning, logical_param_specs, state_shardings
 from t5prompt.prompts import methods
 from t5prompt.backbone import Backbone
@@ -112,7 +115,8 @@ def _model_and_params(config, backbone: Backbone, init_rng) -> tuple[T5, dict, d
     model, record = method.make_model(backbone.config, options, None)
     own = jax.eval_shape(lambda rng: methods.module_params(model, rng), init_rng)
   else:
-    context = methods.InitContext(backbone.params['token_embedder']['embedding'],
+    embedding = backbone.params['token_embedder']['embedding']
+    context = methods.InitContext(np.asarray(embedding) if is_lazy(embedding) else embedding,
                                   backbone.vocabulary, task_spec(config).label_names,
                                   config.task.name, backbone.params_hash)
     model, record = method.make_model(backbone.config, options, context)
@@ -134,7 +138,8 @@ def build(config, backbone: Backbone, partitioning: Partitioning) -> Run:
   param_shardings = partitioning.shardings(logical_param_specs(model))
   trainable_shardings, frozen_shardings = optim.split_params(param_shardings, rules)
   trainable, frozen = optim.split_params(params, rules)
-  opt_shapes = jax.eval_shape(optimizer.init, trainable)
+  opt_shapes = jax.eval_shape(optimizer.init, jax.tree.map(  # shapes: a leaf may be unread
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), trainable))
   shardings = StateShardings(
       trainable_shardings,
       state_shardings(opt_shapes, trainable_shardings, trainable, partitioning),

@@ -185,7 +185,8 @@ def _plan(args) -> int:
   else:
     print(plan.plan_text(args.size, args.method, args.mesh, args.device_memory,
                          shard_embed=args.shard_embed, remat=args.remat,
-                         reparam_hidden=args.reparam_hidden, **shape))
+                         reparam_hidden=args.reparam_hidden,
+                         devices_per_host=args.devices_per_host, **shape))
   return 0
 
 
@@ -387,6 +388,8 @@ def _add_plan(commands) -> None:
   command.add_argument('--dtype', choices=('bfloat16', 'float32'), default='bfloat16')
   command.add_argument('--device-memory', default='16GiB',
                        help='per device, e.g. 16GiB, 80GiB')
+  command.add_argument('--devices-per-host', type=int, default=8,
+                       help='for the host RAM a load needs (e.g. 8 GPUs, 4 TPU v4 chips)')
   command.add_argument('--table', action='store_true', help="every size x method on the mesh's "
                        'device count, as Markdown')
   command.add_argument('--counts', action='store_true', help='trainable and stored params of '

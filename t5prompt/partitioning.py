@@ -108,9 +108,13 @@ class Partitioning:
             for key, value in batch.items()}
 
   def put(self, tree, shardings):
-    """Host arrays, identical on every host, onto their shardings (works multi-host)."""
-    return jax.tree.map(lambda value, sharding: jax.make_array_from_callback(
-        np.shape(value), sharding, lambda index: np.asarray(value)[index]), tree, shardings)
+    """Host arrays, identical on every host, onto their shardings (works multi-host). A leaf
+    with a `block(index)` method (a streamed checkpoint tensor) is read block by block: each
+    device's block once, each host only its own devices'."""
+    def place(value, sharding):
+      read = value.block if hasattr(value, 'block') else lambda index: np.asarray(value)[index]
+      return jax.make_array_from_callback(np.shape(value), sharding, read)
+    return jax.tree.map(place, tree, shardings)
 
 
 def make_partitioning(mesh: Sequence[int] = (-1, 1), shard_embed: bool = False,

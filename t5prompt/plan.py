@@ -7,6 +7,7 @@ estimate (see `activation_bytes`).
 """
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -44,6 +45,7 @@ class Plan:
   activations: int  # estimate
   num_trainable: int
   num_params: int
+  largest_tensor: int = 0  # bytes of the checkpoint's largest tensor (float32)
 
   @property
   def total(self) -> int:
@@ -51,6 +53,13 @@ class Plan:
 
   def fits(self, device_memory_bytes: float) -> bool:
     return self.total <= device_memory_bytes
+
+  def host_memory_at_load(self, devices_per_host: int) -> tuple[int, int]:
+    """Host RAM while one host loads the backbone: streamed (its devices' params, and one
+    checkpoint tensor at a time: the train loop's load) and read whole (the checkpoint as
+    float32, a second copy in our layout, then the params placed)."""
+    placed = self.params * devices_per_host
+    return placed + self.largest_tensor, placed + 2 * 4 * self.num_params
 
 
 def resolve_size(name: str) -> tuple[str, T5Config]:
@@ -137,7 +146,17 @@ def plan(size: str, method: str, mesh: tuple[int, int], batch: int = 32,
       activations=activation_bytes(backbone.config, batch // data, encoder_length,
                                    target_length, model_axis, remat),
       num_trainable=optim.num_elements(state.trainable),
-      num_params=optim.num_elements(state.trainable) + optim.num_elements(state.frozen))
+      num_params=optim.num_elements(state.trainable) + optim.num_elements(state.frozen),
+      largest_tensor=4 * _largest_tensor(backbone.params))
+
+
+def _largest_tensor(params) -> int:
+  """Elements of the largest tensor a checkpoint holds (one layer of a stacked leaf)."""
+  sizes = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    stacked = any(getattr(key, 'key', None) == 'layers' for key in path)
+    sizes.append(math.prod(leaf.shape[1:] if stacked else leaf.shape))
+  return max(sizes)
 
 
 def candidate_meshes(num_devices: int) -> list[tuple[int, int]]:
@@ -160,7 +179,8 @@ def suggest(size: str, method: str, num_devices: int, device_memory_bytes: float
   return None
 
 
-def format_plan(p: Plan, device_memory_bytes: float | None = None) -> str:
+def format_plan(p: Plan, device_memory_bytes: float | None = None,
+                devices_per_host: int = 8) -> str:
   lines = [f'{p.size}  {p.method}  mesh data={p.mesh[0]} x model={p.mesh[1]}'
            f'{"  (embed over data)" if p.shard_embed else ""}  remat={p.remat}',
            f'  trainable params: {p.num_trainable:,} of {p.num_params:,} '
@@ -173,6 +193,9 @@ def format_plan(p: Plan, device_memory_bytes: float | None = None) -> str:
   if device_memory_bytes:
     verdict = 'fits' if p.fits(device_memory_bytes) else 'does NOT fit'
     lines.append(f'  {verdict} in {device_memory_bytes / GiB:.0f} GiB per device')
+  streamed, whole = p.host_memory_at_load(devices_per_host)
+  lines.append(f'  host RAM at load ({devices_per_host} devices per host): {streamed / GiB:.2f} '
+               f'GiB streamed (safetensors, the train loop), {whole / GiB:.2f} GiB read whole')
   return '\n'.join(lines)
 
 
@@ -248,12 +271,12 @@ def counts_table(size: str, prompt_length: int = 100, **prompt_options) -> str:
 
 def plan_text(size: str, method: str, mesh_text: str, device_memory: str, *,
               shard_embed: bool = False, remat: str = 'none', reparam_hidden: int = 512,
-              **shape) -> str:
+              devices_per_host: int = 8, **shape) -> str:
   """`t5prompt plan`: the plan for a mesh, and a mesh that fits when it does not."""
   memory, mesh = parse_memory(device_memory), parse_mesh(mesh_text)
   result = plan(size, method, mesh, shard_embed=shard_embed, remat=remat,
                 reparam_hidden=reparam_hidden, **shape)
-  lines = [format_plan(result, memory)]
+  lines = [format_plan(result, memory, min(devices_per_host, mesh[0] * mesh[1]))]
   if not result.fits(memory):
     better = suggest(size, method, mesh[0] * mesh[1], memory, reparam_hidden=reparam_hidden,
                      **shape)

@@ -60,7 +60,7 @@ def initial_triggers(config, vocabulary) -> list[int]:
 def search(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool) -> Result | None:
   """Runs (or resumes) the AutoPrompt search `config` describes; its result on the writer."""
   start_time = time.time()
-  backbone = load_model_backbone(config.model)
+  backbone = load_model_backbone(config.model, stream=True)  # read when placed, per device
   vocabulary = backbone.vocabulary
   template = autoprompt.Template.parse(config.prompt.template, vocabulary)
   initial = initial_triggers(config, vocabulary)

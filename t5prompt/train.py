@@ -96,7 +96,7 @@ def train(config, workdir: str | os.PathLike,
 
 def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool) -> Result | None:
   start_time = time.time()
-  backbone = load_model_backbone(config.model)
+  backbone = load_model_backbone(config.model, stream=True)  # read when placed, per device
   train_data = load_train_data(config, backbone.vocabulary)
   eval_sets = load_eval_sets(config, backbone.vocabulary)
   run = build(config, backbone, partitioning)

@@ -97,3 +97,15 @@ def test_cli_plan_prints_the_counts(capsys):
   out = capsys.readouterr().out
   assert '| prompt_tuning | 51,200 | 51,200 |' in out
   assert '| deep_prompt_tuning | 1,843,200 | 1,843,200 |' in out  # 3 kinds x 8 x 2 x 100 x 384
+
+
+def test_host_memory_at_load_streamed_and_whole(capsys):
+  """Streamed: this host's devices' params and one tensor (Small: the 32128 x 512 embedding);
+  read whole: two float32 copies of the model besides."""
+  small = plan.plan('small', 'prompt', (2, 2))
+  assert small.largest_tensor == 4 * 32128 * 512
+  streamed, whole = small.host_memory_at_load(4)
+  assert streamed == 4 * small.params + small.largest_tensor
+  assert whole - 4 * small.params == 8 * small.num_params
+  assert cli.main(['plan', '--size', 'small', '--mesh', '2x2', '--devices-per-host', '4']) == 0
+  assert f'{streamed / plan.GiB:.2f} GiB streamed' in capsys.readouterr().out

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from t5prompt.models import streaming
 from t5prompt.models.sizes import T5Config
 
 Params = dict[str, Any]
@@ -45,7 +46,7 @@ def config_from_hf(hf_config: Mapping[str, Any], state: Mapping[str, np.ndarray]
   else:
     scale = hf_config.get('tie_word_embeddings', True) is not False
   tied = not ('lm_head.weight' in state and
-              not np.array_equal(state['lm_head.weight'], state['shared.weight']))
+              not _same_tensor(state['lm_head.weight'], state['shared.weight']))
   num_layers = hf_config.get('num_layers', 6)
   return T5Config(
       vocab_size=hf_config.get('vocab_size', 32128),
@@ -63,6 +64,17 @@ def config_from_hf(hf_config: Mapping[str, Any], state: Mapping[str, np.ndarray]
       tie_word_embeddings=tied,
       scale_decoder_outputs=scale,
   ).replace(**overrides)
+
+
+def _same_tensor(a, b, rows: int = 4096) -> bool:
+  """Whether two [vocab, d] tensors are equal, compared a block of rows at a time (a lazy
+  tensor is never read whole)."""
+  if a.shape != b.shape:
+    return False
+  block = lambda x, start: (x.block((slice(start, start + rows),)) if streaming.is_lazy(x)
+                            else np.asarray(x[start:start + rows]))
+  return all(np.array_equal(block(a, start), block(b, start))
+             for start in range(0, a.shape[0], rows))
 
 
 def config_to_hf(config: T5Config) -> dict[str, Any]:
@@ -142,8 +154,8 @@ def _stack_from_hf(state, stack: str, num_layers: int, config: T5Config) -> Para
 
 
 def params_from_hf_state(state: Mapping[str, np.ndarray], config: T5Config) -> Params:
-  """HF state dict (numpy) -> our unscanned param tree (float32)."""
-  state = {name: np.asarray(value, np.float32) for name, value in state.items()}
+  """HF state dict (numpy, or lazy tensors: `streaming`) -> our unscanned param tree, each
+  leaf the HF tensor transposed / reshaped (its dtype kept)."""
   encoder = _stack_from_hf(state, 'encoder', config.num_encoder_layers, config)
   decoder = _stack_from_hf(state, 'decoder', config.num_decoder_layers, config)
   if not config.tie_word_embeddings:
@@ -195,25 +207,32 @@ def stack_layers(params: Params) -> Params:
     names = sorted((name for name in tree if name.startswith('layers_')),
                    key=lambda name: int(name.split('_')[1]))
     layers = [tree.pop(name) for name in names]
-    tree['layers'] = _tree_map(lambda *xs: np.stack(xs), *layers)
+    tree['layers'] = _tree_map(lambda *xs: streaming.stack(xs), *layers)
     out[stack] = tree
   return out
 
 
 def unstack_layers(params: Params) -> Params:
-  """Scanned -> unscanned numpy; the inverse of `stack_layers`. Unscanned trees pass through."""
-  params = _tree_map(np.asarray, params)
+  """Scanned -> unscanned numpy (lazy leaves stay lazy); the inverse of `stack_layers`.
+  Unscanned trees pass through."""
+  params = _tree_map(lambda x: x if streaming.is_lazy(x) else np.asarray(x), params)
   out = {**params}
   for stack in ('encoder', 'decoder'):
     tree = dict(params[stack])
     if 'layers' not in tree:
       continue
     stacked = tree.pop('layers')
-    num_layers = len(next(iter(_flatten(stacked).values())))
+    num_layers = next(iter(_flatten(stacked).values())).shape[0]
     for i in range(num_layers):
-      tree[f'layers_{i}'] = _tree_map(lambda x, i=i: x[i], stacked)
+      tree[f'layers_{i}'] = _tree_map(
+          lambda x, i=i: x.layers[i] if streaming.is_lazy(x) else x[i], stacked)
     out[stack] = tree
   return out
+
+
+def _float32(params: Params) -> Params:
+  """Every leaf as float32 numpy (lazy leaves read as float32 when read)."""
+  return _tree_map(lambda x: x if streaming.is_lazy(x) else np.asarray(x, np.float32), params)
 
 
 def _tree_map(fn, *trees):
@@ -242,9 +261,15 @@ def _resolve_directory(path_or_hub_id: str) -> Path:
         f'{" or ".join(_WEIGHT_FILES)}, or go online (HF_HUB_OFFLINE unset).') from error
 
 
-def read_state(directory: Path) -> dict[str, np.ndarray]:
-  """All tensors of the checkpoint in `directory`, as float32 numpy arrays."""
+def read_state(directory: Path, lazy: bool = False) -> dict[str, np.ndarray]:
+  """All tensors of the checkpoint in `directory`, as numpy arrays (with `lazy`, safetensors
+  tensors as `streaming.LazyTensor`s: nothing read yet)."""
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  if lazy:
+    tensors = streaming.lazy_tensors(directory, 'model.safetensors',
+                                     'model.safetensors.index.json')
+    if tensors is not None:
+      return tensors
   if (directory / 'model.safetensors').exists():
     return load_file(directory / 'model.safetensors')
   index_file = directory / 'model.safetensors.index.json'
@@ -292,11 +317,13 @@ def _expected_shapes(config: T5Config) -> Params:
                       is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
-def load_hf(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Params]:
+def load_hf(path_or_hub_id: str, lazy: bool = False,
+            **config_overrides) -> tuple[T5Config, Params]:
   """Reads a Hugging Face T5 checkpoint into `(config, params)` in our tree.
 
   `config_overrides` set fields of our config that HF does not have (dtype, scan_layers,
-  remat_policy). Params are float32 numpy arrays, stacked when `scan_layers` (the default).
+  remat_policy). Params are float32 numpy arrays, stacked when `scan_layers` (the default);
+  with `lazy` (safetensors), unread `streaming` leaves that placing the params reads.
   """
   directory = _resolve_directory(str(path_or_hub_id))
   config_file = directory / 'config.json'
@@ -307,10 +334,10 @@ def load_hf(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Params]:
   hf_config = json.loads(config_file.read_text())
   if hf_config.get('model_type', 't5') != 't5':
     raise CheckpointError(f'{config_file} describes a {hf_config["model_type"]!r} model, not T5.')
-  state = read_state(directory)
+  state = read_state(directory, lazy)
   config = config_from_hf(hf_config, state, **config_overrides)
   try:
-    params = params_from_hf_state(state, config)
+    params = _float32(params_from_hf_state(state, config))
   except KeyError as error:
     raise CheckpointError(
         f'{directory}: tensor {error.args[0]} is missing; config.json describes a '
@@ -361,7 +388,7 @@ def _flatten(tree: Params, prefix: str = '') -> dict[str, np.ndarray]:
     if isinstance(value, Mapping):
       out.update(_flatten(value, f'{prefix}{key}/'))
     else:
-      out[f'{prefix}{key}'] = np.asarray(value)
+      out[f'{prefix}{key}'] = value if streaming.is_lazy(value) else np.asarray(value)
   return out
 
 
@@ -398,15 +425,19 @@ def save_t5prompt(directory: str | os.PathLike, config: T5Config, params: Params
   return digest
 
 
-def load_backbone(path_or_hub_id: str, **config_overrides) -> tuple[T5Config, Params]:
-  """A t5prompt directory (from `save_t5prompt`) or anything `load_hf` reads."""
+def load_backbone(path_or_hub_id: str, lazy: bool = False,
+                  **config_overrides) -> tuple[T5Config, Params]:
+  """A t5prompt directory (from `save_t5prompt`) or anything `load_hf` reads; with `lazy`,
+  its safetensors tensors unread (`streaming`)."""
   directory = Path(str(path_or_hub_id)).expanduser()
   if not (directory / T5PROMPT_CONFIG).exists():
-    return load_hf(path_or_hub_id, **config_overrides)
+    return load_hf(path_or_hub_id, lazy, **config_overrides)
   from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   record = json.loads((directory / T5PROMPT_CONFIG).read_text())
   config = T5Config(**record['config']).replace(**config_overrides)
-  params = _unflatten(load_file(directory / T5PROMPT_PARAMS))
+  flat = (streaming.lazy_tensors(directory, T5PROMPT_PARAMS, '') if lazy
+          else load_file(directory / T5PROMPT_PARAMS))
+  params = _float32(_unflatten(flat))
   _check_shapes(params, config, directory)
   if config.scan_layers:
     params = stack_layers(params)
