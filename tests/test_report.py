@@ -208,6 +208,11 @@ def test_methods_table_and_prompt_words(tmp_path):
           'superglue_cb: 50.0 (1)'] in rows
   assert ['autoprompt', 'autoprompt', 'small', '0', '2 tokens "▁so" "▁maybe"', '',
           'superglue_cb: 50.0 (1)'] in rows
+  (tmp_path / 'mrpc').mkdir()  # one series on a second task: no empty rows for the others
+  (tmp_path / 'mrpc' / 'result.json').write_text(json.dumps(
+      _result('prompt_tuning', 'small', 'glue_mrpc', 0, 70.0)))
+  _, scale_rows, _ = report.scale_table(report.collect(tmp_path)[0])
+  assert [row[1] for row in scale_rows if row[0] == 'glue_mrpc'] == ['prompt_tuning']
   words = report.prompt_words(runs)
   assert '| prompt_tuning | small | superglue_cb | 0 | ▁yes ▁no ▁maybe / ▁the ▁a ▁an |' in words
   summary = report.write_report(tmp_path)

@@ -140,7 +140,8 @@ def scale_table(runs: list[Result]) -> tuple[list[str], list[list[str]], dict]:
   rows = []
   for task in tasks_in_order(runs):
     for name in series:
-      rows.append([task, name] + [_fmt(cells.get((name, size, task))) for size in sizes])
+      if any((name, size, task) in cells for size in sizes):  # a series that ran this task
+        rows.append([task, name] + [_fmt(cells.get((name, size, task))) for size in sizes])
     if any((size, task) in baselines for size in sizes):
       rows.append([task, 'majority-class baseline'] + [
           f'{baselines[(size, task)]:.1f}' if (size, task) in baselines else '' for size in sizes])
