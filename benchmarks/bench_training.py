@@ -1,20 +1,45 @@
 """Training speed and size, as ratios measured side by side in one run.
 
   python benchmarks/bench_training.py [--sizes t5-v1_1-small,t5-v1_1-base] [--batch 8]
+      [--threads 1] [--dtypes float32,bfloat16]
 
 1. prompt-tuning step / model-tuning step, same size, batch and encoder length (prompt + input),
    at each size. The limit is ~0.67: forward + activation backward, no weight gradients;
 2. t5prompt prompt tuning / PEFT prompt tuning (PyTorch, CPU), same random HF T5, batch and
    lengths, examples per second, both warmed up;
 3. optimizer-state bytes / prompt bytes, and checkpoint bytes per save (prompt vs model tuning);
-4. 8-device / 1-device prompt-tuning step time, on 8 virtual CPU devices (data parallel).
-On a GPU this script also reports MFU: model FLOPs (6 N per token for model tuning, 4 N for
-prompt tuning: no weight gradients) per second over the device's peak. JSON goes to
+4. 8-device / 1-device prompt-tuning step time, on 8 virtual CPU devices (data parallel);
+5. the step's own FLOPs (XLA's cost analysis of the jitted step) per second, for t5prompt and
+   for PEFT doing the same work, beside an fp32 matmul peak measured in the same run (a 1024^3
+   `jnp.dot`), as % of that peak;
+6. with `--dtypes float32,bfloat16`: the bf16 compute mode (`model.dtype`) against PEFT in fp32
+   and in bf16.
+`--threads N` pins the process to N cores and both sides to N threads (XLA's CPU thread pool,
+torch.set_num_threads); the load average before and after is recorded and a run on a busy
+machine (load above the pinned threads + 1) is marked as such. On a GPU this script also reports
+MFU: model FLOPs (6 N per token for model tuning, 4 N for prompt tuning: no weight gradients)
+per second over the device's peak, and tokens per second. JSON goes to
 benchmarks/results/training.json (ignored by git).
 """
 
 import os
+import sys
 
+
+def _threads_from_argv() -> int:
+  """--threads, read before JAX is imported (its thread pool is sized at startup)."""
+  for index, arg in enumerate(sys.argv):
+    if arg.startswith('--threads'):
+      return int(arg.split('=', 1)[1] if '=' in arg else sys.argv[index + 1])
+  return 0
+
+
+THREADS = _threads_from_argv()
+if THREADS:
+  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:THREADS]))
+  # XLA's CPU thread pool takes the cores the process may run on; one core: no pool at all.
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             f' --xla_cpu_multi_thread_eigen={str(THREADS > 1).lower()}').strip()
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8').strip()
 
@@ -33,7 +58,8 @@ from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-
 from t5prompt.models import T5, get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.plan import run_config_for  # pylint: disable=wrong-import-position
-from timing import machine, side_by_side, write_rows  # pylint: disable=wrong-import-position
+from timing import (machine, median_seconds, side_by_side,  # pylint: disable=wrong-import-position
+                    write_rows)
 
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
 
@@ -42,12 +68,13 @@ class Trainer:
   """The train loop's own jitted step (`build`) for one method on a mesh, ready to time."""
 
   def __init__(self, config, params, method, mesh, batch, input_length, target_length,
-               prompt_length, **prompt_options):
+               prompt_length, dtype='float32', **prompt_options):
     self.partitioning = make_partitioning(mesh, devices=jax.devices()[:mesh[0] * mesh[1]])
     run_config = run_config_for(method, prompt_length, init='random_uniform', **prompt_options)
     rng = np.random.RandomState(0)
+    backbone = Backbone(config.replace(dtype=dtype), params, 'benchmark', '')
     with self.partitioning.activate():
-      self.run = build(run_config, Backbone(config, params, 'benchmark', ''), self.partitioning)
+      self.run = build(run_config, backbone, self.partitioning)
       self.batch = self.partitioning.full_batch_to_global({
           'inputs': rng.randint(2, 32000, (batch, input_length)).astype(np.int32),
           'targets': rng.randint(2, 32000, (batch, target_length)).astype(np.int32)})
@@ -61,6 +88,30 @@ class Trainer:
       metrics['loss'].block_until_ready()
     self.step += 1
 
+  def flops(self) -> float:
+    """The step's FLOPs by XLA's cost analysis of the compiled step."""
+    state = self.run.state
+    with self.partitioning.activate():
+      compiled = self.run.train_step.lower(state.trainable, state.opt_state, state.frozen,
+                                           self.batch, state.rng, 0).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis['flops'])
+
+
+def matmul_peak_flops(size: int = 1024, repeats: int = 10) -> float:
+  """fp32 FLOP/s of a jitted size^3 matmul on this process's threads: the peak a step is
+  measured against."""
+  a = jnp.asarray(np.random.RandomState(0).randn(size, size), jnp.float32)
+  dot = jax.jit(lambda x: x @ x)
+  dot(a).block_until_ready()
+  seconds = median_seconds(lambda: dot(a).block_until_ready(), repeats)
+  return 2 * size ** 3 / seconds
+
+
+def load_average() -> float:
+  return os.getloadavg()[0]
+
 
 def random_backbone(size: str, directory: str):
   """Random weights of a named size, saved as an HF checkpoint both sides load."""
@@ -71,10 +122,15 @@ def random_backbone(size: str, directory: str):
   return load_hf(directory, dropout_rate=0.0)
 
 
-def peft_trainer(directory, batch, input_length, target_length, prompt_length):
+def peft_trainer(directory, batch, input_length, target_length, prompt_length,
+                 dtype='float32'):
   import peft  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  base = transformers.T5ForConditionalGeneration.from_pretrained(directory)
+  if THREADS:
+    torch.set_num_threads(THREADS)
+  base = transformers.T5ForConditionalGeneration.from_pretrained(
+      directory, dtype=getattr(torch, dtype))
   model = peft.get_peft_model(base, peft.PromptTuningConfig(
       task_type='SEQ_2_SEQ_LM', num_virtual_tokens=prompt_length, num_transformer_submodules=1))
   model.train()
@@ -111,14 +167,21 @@ def main():
   parser.add_argument('--target-length', type=int, default=8)
   parser.add_argument('--prompt-length', type=int, default=20)
   parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--threads', type=int, default=0,
+                      help='pin to this many cores and threads (0: as the machine gives)')
+  parser.add_argument('--dtypes', default='float32',
+                      help='compute dtypes to time against PEFT, e.g. float32,bfloat16')
   parser.add_argument('--output', default='benchmarks/results/training.json')
   args = parser.parse_args()
   sizes = args.sizes.split(',')
   prompt_input = args.input_length - args.prompt_length  # same encoder length for both methods
   lengths = (args.batch, prompt_input, args.target_length, args.prompt_length)
   result = {'machine': machine(jax), 'batch': args.batch, 'encoder_length': args.input_length,
-            'target_length': args.target_length, 'prompt_length': args.prompt_length, 'rows': []}
+            'target_length': args.target_length, 'prompt_length': args.prompt_length,
+            'threads': args.threads or os.cpu_count(), 'load_before': load_average(), 'rows': []}
   rows = result['rows']
+  peak = matmul_peak_flops()
+  result['matmul_peak_gflops'] = peak / 1e9
 
   with tempfile.TemporaryDirectory() as tmp:
     for size in sizes:
@@ -131,11 +194,26 @@ def main():
       rows.append({'measure': f'{size}: prompt-tuning step / model-tuning step',
                    'a_s': prompt_s, 'b_s': model_s, 'ratio': prompt_s / model_s})
       if size == sizes[0]:
-        peft_step = peft_trainer(directory, *lengths)
-        ours_s, peft_s = side_by_side(prompt, peft_step, args.repeats)
-        rows.append({'measure': f'{size}: t5prompt / PEFT (PyTorch) prompt tuning, '
-                                'examples per second', 'a': args.batch / ours_s,
-                     'b': args.batch / peft_s, 'ratio': peft_s / ours_s})
+        flops = prompt.flops()  # the same work on both sides: one step's FLOPs
+        peft_fp32 = peft_trainer(directory, *lengths)
+        for dtype in args.dtypes.split(','):
+          ours = prompt if dtype == 'float32' else Trainer(config, params, 'prompt_tuning',
+                                                           (1, 1), *lengths, dtype=dtype)
+          for peft_dtype in dict.fromkeys(('float32', dtype)):
+            peft_step = peft_fp32 if peft_dtype == 'float32' else peft_trainer(
+                directory, *lengths, dtype=peft_dtype)
+            ours_s, peft_s = side_by_side(ours, peft_step, args.repeats)
+            rows.append({'measure': f'{size}: t5prompt {dtype} / PEFT (PyTorch) {peft_dtype} '
+                                    'prompt tuning, examples per second',
+                         'a': args.batch / ours_s, 'b': args.batch / peft_s,
+                         'ratio': peft_s / ours_s})
+            if dtype == peft_dtype == 'float32':
+              rows.append({'measure': f'{size}: fp32 step GFLOP/s, t5prompt / PEFT (% of the '
+                                      f'{peak / 1e9:.1f} GFLOP/s matmul peak: '
+                                      f'{100 * flops / ours_s / peak:.0f}% / '
+                                      f'{100 * flops / peft_s / peak:.0f}%)',
+                           'a': flops / ours_s / 1e9, 'b': flops / peft_s / 1e9,
+                           'ratio': peft_s / ours_s})
         prompt_bytes = prompt.run.state.trainable['prompt']['prompt'].nbytes
         state_bytes = sum(x.nbytes for x in jax.tree.leaves(prompt.run.state.opt_state))
         rows.append({'measure': f'{size}: optimizer-state bytes / prompt bytes',
@@ -159,17 +237,24 @@ def main():
                                 f'({jax.devices()[0].platform}, data parallel)',
                      'a_s': eight_s, 'b_s': one_s, 'ratio': eight_s / one_s})
       kind = jax.devices()[0].device_kind
-      peak = next((flops for name, flops in PEAK_FLOPS.items() if name in kind), None)
-      if peak:
+      device_peak = next((f for name, f in PEAK_FLOPS.items() if name in kind), None)
+      if device_peak:
         tokens = args.batch * (args.input_length + args.target_length)
         n = sum(x.size for x in jax.tree.leaves(params))
         rows.append({'measure': f'{size}: MFU model / prompt tuning on {kind}',
-                     'a': 6 * n * tokens / model_s / peak, 'b': 4 * n * tokens / prompt_s / peak,
-                     'ratio': None})
+                     'a': 6 * n * tokens / model_s / device_peak,
+                     'b': 4 * n * tokens / prompt_s / device_peak, 'ratio': None})
+        rows.append({'measure': f'{size}: tokens per second, model / prompt tuning on {kind}',
+                     'a': tokens / model_s, 'b': tokens / prompt_s, 'ratio': prompt_s / model_s})
 
+  result['load_after'] = load_average()
+  busy = max(result['load_before'], result['load_after']) > result['threads'] + 1
   print(f'batch {args.batch}, encoder length {args.input_length} (prompt {args.prompt_length} + '
         f'input {prompt_input} for prompt tuning), target {args.target_length}, on '
-        f'{result["machine"]}')
+        f'{result["machine"]}, {result["threads"]} threads, load average '
+        f'{result["load_before"]:.1f} -> {result["load_after"]:.1f}'
+        f'{" (BUSY MACHINE: ratios unreliable)" if busy else ""}')
+  result['busy'] = busy
   write_rows(result, args.output)
 
 
