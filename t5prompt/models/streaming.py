@@ -19,16 +19,11 @@ from pathlib import Path
 import numpy as np
 
 
-@dataclasses.dataclass(frozen=True)
-class LazyTensor:
-  """A safetensors tensor `name` of `file` (shape `source_shape`), optionally transposed (2-D),
-  then reshaped to `shape` (splitting axes only), as float32."""
-  file: str
-  name: str
-  source_shape: tuple[int, ...]
-  shape: tuple[int, ...]
-  transposed: bool = False
+class _Unread:
+  """What a param leaf not yet read answers without reading: shape, size, float32; reading
+  it whole (`np.asarray`) is its block of everything."""
   dtype = np.dtype(np.float32)
+  shape: tuple[int, ...]
 
   @property
   def ndim(self) -> int:
@@ -38,9 +33,24 @@ class LazyTensor:
   def size(self) -> int:
     return math.prod(self.shape)
 
-  @property
-  def nbytes(self) -> int:
-    return self.size * self.dtype.itemsize
+  def block(self, index: tuple) -> np.ndarray:
+    raise NotImplementedError
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    out = self.block(tuple(slice(None) for _ in self.shape))
+    return out if dtype is None else out.astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyTensor(_Unread):
+  """A safetensors tensor `name` of `file` (shape `source_shape`), optionally transposed (2-D),
+  then reshaped to `shape` (splitting axes only), as float32."""
+  file: str
+  name: str
+  source_shape: tuple[int, ...]
+  shape: tuple[int, ...]
+  transposed: bool = False
 
   @property
   def T(self) -> 'LazyTensor':  # pylint: disable=invalid-name  (numpy's name)
@@ -58,11 +68,6 @@ class LazyTensor:
   def _middle_shape(self) -> tuple[int, ...]:
     """The shape after the transpose, before the reshape."""
     return self.source_shape[::-1] if self.transposed else self.source_shape
-
-  def __array__(self, dtype=None, copy=None):
-    del copy
-    out = self.block(tuple(slice(None) for _ in self.shape))
-    return out if dtype is None else out.astype(dtype)
 
   def block(self, index: tuple) -> np.ndarray:
     """The block `index` (one slice per axis, as `make_array_from_callback` gives) of the leaf,
@@ -108,27 +113,13 @@ class LazyTensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class StackedTensor:
+class StackedTensor(_Unread):
   """The same leaf of every layer, stacked on a new leading axis (scanned layers)."""
   layers: tuple[LazyTensor, ...]
-  dtype = np.dtype(np.float32)
 
   @property
   def shape(self) -> tuple[int, ...]:
     return (len(self.layers),) + self.layers[0].shape
-
-  @property
-  def ndim(self) -> int:
-    return len(self.shape)
-
-  @property
-  def size(self) -> int:
-    return math.prod(self.shape)
-
-  def __array__(self, dtype=None, copy=None):
-    del copy
-    out = self.block((slice(None),))
-    return out if dtype is None else out.astype(dtype)
 
   def block(self, index: tuple) -> np.ndarray:
     index = tuple(index) + (slice(None),) * (len(self.shape) - len(index))
