@@ -195,6 +195,7 @@ def _search(workdir, *overrides):
   return trainer.train(load_config(SMOKE, RUN + list(overrides)), workdir)
 
 
+@pytest.mark.slow  # two short searches (~40 s): `pytest -m slow`, which CI runs
 def test_autoprompt_run_writes_triggers_and_a_result_and_resumes_exactly(tmp_path, monkeypatch):
   whole = _search(tmp_path / 'whole', '--config.train.steps=6')
   triggers = RunDir(tmp_path / 'whole').triggers()

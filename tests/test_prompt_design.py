@@ -75,7 +75,7 @@ def test_prompt_design_runs_as_a_method(tmp_path):
   assert 0 < saved['init']['shots_fitted']['validation'] <= 2
   assert 0 <= saved['metrics']['validation']['score'] <= 100
   assert train(config, tmp_path) == result  # finished: recognised, not rerun
-  with pytest.raises(ValueError, match='nothing was trained'):
+  with pytest.raises(ValueError, match='no weights were trained'):
     evaluate_run(tmp_path)
 
 
