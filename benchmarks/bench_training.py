@@ -15,8 +15,8 @@
 6. with `--dtypes float32,bfloat16`: the bf16 compute mode (`model.dtype`) against PEFT in fp32
    and in bf16.
 `--threads N` pins the process to N cores and both sides to N threads (XLA's CPU thread pool,
-torch.set_num_threads); the load average before and after is recorded and a run on a busy
-machine (load above the pinned threads + 1) is marked as such. On a GPU this script also reports
+torch.set_num_threads); the load average before and after is recorded and a run started on a
+busy machine (load above the pinned threads + 1) is marked as such. On a GPU this script also reports
 MFU: model FLOPs (6 N per token for model tuning, 4 N for prompt tuning: no weight gradients)
 per second over the device's peak, and tokens per second. JSON goes to
 benchmarks/results/training.json (ignored by git).
@@ -56,6 +56,7 @@ from t5prompt.backbone import Backbone  # pylint: disable=wrong-import-position
 from t5prompt.build import build  # pylint: disable=wrong-import-position
 from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-position
 from t5prompt.models import T5, get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
+from t5prompt.models.convert import unstack_layers  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.plan import run_config_for  # pylint: disable=wrong-import-position
 from timing import (machine, median_seconds, side_by_side,  # pylint: disable=wrong-import-position
@@ -89,7 +90,8 @@ class Trainer:
     self.step += 1
 
   def flops(self) -> float:
-    """The step's FLOPs by XLA's cost analysis of the compiled step."""
+    """The step's FLOPs by XLA's cost analysis of the compiled step (of an unscanned model:
+    the analysis counts a scanned layer body once)."""
     state = self.run.state
     with self.partitioning.activate():
       compiled = self.run.train_step.lower(state.trainable, state.opt_state, state.frozen,
@@ -194,7 +196,8 @@ def main():
       rows.append({'measure': f'{size}: prompt-tuning step / model-tuning step',
                    'a_s': prompt_s, 'b_s': model_s, 'ratio': prompt_s / model_s})
       if size == sizes[0]:
-        flops = prompt.flops()  # the same work on both sides: one step's FLOPs
+        flops = Trainer(config.replace(scan_layers=False), unstack_layers(params),  # both sides
+                        'prompt_tuning', (1, 1), *lengths).flops()  # do this work per step
         peft_fp32 = peft_trainer(directory, *lengths)
         for dtype in args.dtypes.split(','):
           ours = prompt if dtype == 'float32' else Trainer(config, params, 'prompt_tuning',
@@ -247,12 +250,12 @@ def main():
         rows.append({'measure': f'{size}: tokens per second, model / prompt tuning on {kind}',
                      'a': tokens / model_s, 'b': tokens / prompt_s, 'ratio': prompt_s / model_s})
 
-  result['load_after'] = load_average()
-  busy = max(result['load_before'], result['load_after']) > result['threads'] + 1
+  result['load_after'] = load_average()  # includes this run's own threads
+  busy = result['load_before'] > result['threads'] + 1
   print(f'batch {args.batch}, encoder length {args.input_length} (prompt {args.prompt_length} + '
         f'input {prompt_input} for prompt tuning), target {args.target_length}, on '
         f'{result["machine"]}, {result["threads"]} threads, load average '
-        f'{result["load_before"]:.1f} -> {result["load_after"]:.1f}'
+        f'{result["load_before"]:.1f} before, {result["load_after"]:.1f} after'
         f'{" (BUSY MACHINE: ratios unreliable)" if busy else ""}')
   result['busy'] = busy
   write_rows(result, args.output)
