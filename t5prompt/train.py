@@ -2,8 +2,9 @@
 
 Read top to bottom: `train` recognises a finished run, hands methods that do not train to
 their own runner (prompt design: one evaluation; AutoPrompt: `search.py`), and otherwise loads
-the backbone and data, builds the run (`build`), starts or resumes its state, then `_loop` steps, logs, evaluates, keeps the best and checkpoints, and
-`_finish` exports the prompt and writes the result. The run directory's files: `run_dir`.
+the backbone and data, builds the run (`build`), starts or resumes its state, then `_loop`
+steps, logs, evaluates, keeps the best and checkpoints, and `_finish` exports the prompt and
+writes the result. The run directory's files: `run_dir`.
 """
 
 import dataclasses

@@ -25,7 +25,8 @@ def _sharded_hf_checkpoint(directory, config, seed=0, shards=3):
   """A Hugging Face checkpoint in `shards` safetensors files with an index, random weights."""
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   rng = np.random.RandomState(seed)
-  shapes = convert._expected_shapes(config.replace(scan_layers=False))  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  shapes = convert._expected_shapes(config.replace(scan_layers=False))
   params = jax.tree.map(lambda s: rng.randn(*s.shape).astype(np.float32), shapes)
   state = convert.params_to_hf_state(params, config)
   directory.mkdir(parents=True, exist_ok=True)
