@@ -46,8 +46,9 @@ def test_every_config_in_the_repo_expands():
   ladder = 4  # the demos' shared pre-training stage
   expected = {'scale_superglue': 240 + 15, 'ablation_prompt_length': 600, 'ablation_init': 360,
               'ablation_objective': 240, 'robustness_mrqa': 6, 'robustness_paraphrase': 12,
-              'demo': ladder + 48, 'demo_methods': ladder + 28,
-              'demo_transfer': ladder + 16 + 32, 'transfer_spot': 45 + 5 * 8 * (1 + 1 + 7) * 3}
+              'demo': ladder + 48, 'demo_methods': ladder + 28 + 12,  # + AutoPrompt's stage
+              'demo_transfer': ladder + 16 + 32, 'transfer_spot': 45 + 5 * 8 * (1 + 1 + 7) * 3,
+              'few_shot_ppt': ladder + 4 + 2 * 4 * 3}
   for name, count in expected.items():
     runs = sweep.expand(sweep.load_sweep(REPO / 'configs' / 'sweeps' / f'{name}.py', '/tmp/x'),
                         '/tmp/x')
