@@ -103,8 +103,10 @@ def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   run = build(config, backbone, partitioning)
 
   run_dir.path.mkdir(parents=True, exist_ok=True)
+  uses_prompt = run.method.uses_prompt
   resuming = run_dir.check_or_write_manifest(
-      manifest(config, backbone, run.method.uses_prompt), write=is_writer)
+      manifest(config, backbone, uses_prompt), write=is_writer,
+      defaults=manifest(default_config(), backbone, uses_prompt))
   if is_writer:
     run_dir.write_config(config)
   checkpoints = RunCheckpoints(run_dir.path, keep=config.train.keep_checkpoints)
@@ -221,7 +223,7 @@ def _log_train(run_log: RunLog, progress, metrics, last_log, step: int):
   now = time.perf_counter()
   metrics['steps_per_second'] = (step - last_log[1]) / max(now - last_log[0], 1e-9)
   run_log.write(step, 'train', metrics)
-  progress.set_postfix(loss=f'{metrics["loss"]:.4f}')
+  progress.set_postfix(loss=f'{metrics["loss"]:.4f}', refresh=False)  # the bar's own pace
   return now, step
 
 

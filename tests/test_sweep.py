@@ -2,12 +2,13 @@
 recording failures, launchers."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from t5prompt import cli, sweep
 from t5prompt.run_config import default_config
-from t5prompt.run_dir import RunDir
+from t5prompt.run_dir import RunDir, manifest
 
 from conftest import REPO
 
@@ -154,3 +155,19 @@ def test_a_run_saved_before_a_field_existed_is_finished_while_the_field_holds_it
   config.prompt.trigger_init = 'the'
   config.train.steps += 1  # a field the run did save
   assert not run.finished(config, default_config())
+
+
+def test_a_resume_accepts_fields_added_since_while_they_hold_their_default(tmp_path):
+  backbone = SimpleNamespace(source='random:x', params_hash='abc',
+                             config=SimpleNamespace(d_model=8))
+  config = default_config()
+  saved = manifest(config, backbone, True)
+  del saved['prompt']['trigger_init']  # a run started before the field existed
+  (tmp_path / 'manifest.json').write_text(json.dumps(saved))
+  run, defaults = RunDir(tmp_path), manifest(default_config(), backbone, True)
+  assert run.check_or_write_manifest(manifest(config, backbone, True), defaults=defaults)
+  with pytest.raises(ValueError, match='refusing to resume'):
+    run.check_or_write_manifest(manifest(config, backbone, True))  # exact without defaults
+  config.prompt.trigger_init = 'a'
+  with pytest.raises(ValueError, match="prompt.trigger_init: saved None, now 'a'"):
+    run.check_or_write_manifest(manifest(config, backbone, True), defaults=defaults)
