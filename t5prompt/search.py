@@ -102,7 +102,7 @@ def search(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
              run_log, run_evals, run_dir, origin, is_writer)
   finally:
     run_log.close()
-  return _finish(config, state, template, initial, backbone, run_dir, train_set, eval_sets,
+  return _finish(config, state, initial, backbone, run_dir, train_set, eval_sets,
                  time.time() - origin, is_writer)
 
 
@@ -178,7 +178,7 @@ def _progress(total: int, initial: int, enabled: bool):
               disable=not enabled)
 
 
-def _finish(config, state: SearchState, template, initial, backbone, run_dir: RunDir,
+def _finish(config, state: SearchState, initial, backbone, run_dir: RunDir,
             train_set, eval_sets, wall_time_s: float, is_writer: bool) -> Result | None:
   if not is_writer:
     return None
