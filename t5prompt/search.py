@@ -160,9 +160,8 @@ def _batch(train_set: autoprompt.Rendered, state: SearchState, batch_size: int, 
   """This iteration's batch with the current triggers and each row's column of its slot, on
   the mesh (each host its rows); and the slot, drawn from (seed, iteration)."""
   slot = int(np.random.default_rng([seed, state.iteration]).integers(len(state.triggers)))
-  indices = pipeline.example_indices(len(train_set.data), batch_size, seed, state.iteration)
-  per_host = batch_size // jax.process_count()
-  indices = indices[jax.process_index() * per_host:(jax.process_index() + 1) * per_host]
+  indices = pipeline.host_indices(len(train_set.data), batch_size, seed, state.iteration,
+                                  jax.process_index(), jax.process_count())
   inputs = train_set.data.inputs[indices].copy()
   slots = train_set.slots[indices]
   inputs[np.arange(len(indices))[:, None], slots] = np.asarray(state.triggers, np.int32)

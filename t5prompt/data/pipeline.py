@@ -153,15 +153,21 @@ def example_indices(num_examples: int, batch_size: int, seed: int, step: int) ->
   return out
 
 
+def host_indices(num_examples: int, batch_size: int, seed: int, step: int,
+                 host_index: int = 0, host_count: int = 1) -> np.ndarray:
+  """The indices of this host's rows of the global batch at `step`."""
+  if batch_size % host_count:
+    raise ValueError(f'batch_size {batch_size} is not divisible by the {host_count} hosts.')
+  indices = example_indices(num_examples, batch_size, seed, step)
+  per_host = batch_size // host_count
+  return indices[host_index * per_host:(host_index + 1) * per_host]
+
+
 def train_batch(data: TokenizedSplit, batch_size: int, seed: int, step: int,
                 host_index: int = 0, host_count: int = 1,
                 with_task_ids: bool = False) -> dict[str, np.ndarray]:
   """This host's rows of the global batch at `step` (with each row's task as `prompt_ids`)."""
-  if batch_size % host_count:
-    raise ValueError(f'batch_size {batch_size} is not divisible by the {host_count} hosts.')
-  indices = example_indices(len(data), batch_size, seed, step)
-  per_host = batch_size // host_count
-  indices = indices[host_index * per_host:(host_index + 1) * per_host]
+  indices = host_indices(len(data), batch_size, seed, step, host_index, host_count)
   batch = {'inputs': data.inputs[indices], 'targets': data.targets[indices]}
   if with_task_ids:
     batch['prompt_ids'] = (np.zeros(len(indices), np.int32) if data.task_ids is None
