@@ -1,11 +1,21 @@
 """A run's metric log: one JSON line per record in `metrics.jsonl` (the file analysis reads)
-and the same scalars as TensorBoard events under `tensorboard/`."""
+and the same scalars as TensorBoard events under `tensorboard/`; and the progress bar a loop
+shows on stderr."""
 
 import json
 import math
+import sys
 
 from t5prompt.data.tf_setup import tensorflow
 from t5prompt.run_dir import RunDir
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str, unit: str):
+  """A loop's progress on stderr: live on a terminal, a line every 30 s in a log file."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=sys.stderr,
+              mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=desc,
+              disable=not enabled)
 
 
 class RunLog:

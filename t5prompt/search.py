@@ -27,7 +27,7 @@ from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import autoprompt
 from t5prompt.run_config import default_config
 from t5prompt.run_dir import Result, RunDir, manifest
-from t5prompt.run_log import RunLog
+from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.run_setup import load_eval_sets, load_train_data
 
 
@@ -113,7 +113,7 @@ def _iterate(config, state: SearchState, train_set: autoprompt.Rendered, probe: 
   `Preempted`."""
   train, steps = config.train, config.train.steps
   stop = StopSignal()
-  progress = _progress(steps, state.iteration, enabled=is_writer)
+  progress = progress_bar(steps, state.iteration, is_writer, 'autoprompt', 'it')
   try:
     while state.iteration < steps:
       batch, slot = _batch(train_set, state, train.batch_size, train.seed, partitioning)
@@ -168,13 +168,6 @@ def _batch(train_set: autoprompt.Rendered, state: SearchState, batch_size: int, 
   local = {'inputs': inputs, 'targets': train_set.data.targets[indices],
            'slot_columns': slots[:, slot].astype(np.int32)}
   return partitioning.local_batch_to_global(local), slot
-
-
-def _progress(total: int, initial: int, enabled: bool):
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  return tqdm(total=total, initial=initial, unit='it', dynamic_ncols=True, file=sys.stderr,
-              mininterval=1.0 if sys.stderr.isatty() else 30.0, desc='autoprompt',
-              disable=not enabled)
 
 
 def _finish(config, state: SearchState, initial, backbone, run_dir: RunDir,

@@ -27,7 +27,7 @@ from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
 from t5prompt.run_dir import Result, RunDir, manifest
-from t5prompt.run_log import RunLog
+from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_setup import (describe_missing, load_eval_sets, load_train_data,
                                 missing_data, model_label, task_spec)
@@ -61,13 +61,6 @@ class LoopState:
 
   def forget_best(self) -> None:
     self.best_score, self.best_step, self.best_metrics, self.evals_since_best = None, None, None, 0
-
-
-def _progress(total: int, initial: int, enabled: bool = True):
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  return tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True, file=sys.stderr,
-              mininterval=1.0 if sys.stderr.isatty() else 30.0, desc='train',
-              disable=not enabled)
 
 
 def train(config, workdir: str | os.PathLike,
@@ -162,7 +155,7 @@ def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpo
   stop = StopSignal()
   finite = jnp.array(True)  # on device: no per-step host sync just to watch for NaN
   last_good, last_log = loop.step, (time.perf_counter(), loop.step)
-  progress, compiling = _progress(steps, loop.step, enabled=is_writer), True
+  progress, compiling = progress_bar(steps, loop.step, is_writer, 'train', 'step'), True
   try:
     while loop.step < steps and not loop.stopped_early:
       # Each host loads only its rows of the global batch.
@@ -181,7 +174,7 @@ def _loop(config, run: Run, loop: LoopState, train_data, checkpoints: RunCheckpo
         progress.write(f'train: the first step (compiling the train step) took '
                        f'{time.perf_counter() - last_log[0]:.1f}s', file=sys.stderr)
         progress.close()  # a fresh bar from here: a resumed run's rate counts only its steps
-        progress = _progress(steps, step, enabled=is_writer)
+        progress = progress_bar(steps, step, is_writer, 'train', 'step')
       compiling = False
       progress.update(step - progress.n)
       stopping = stop.requested(step)
