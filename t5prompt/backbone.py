@@ -56,8 +56,7 @@ def load_model_backbone(model_config, stream: bool = False) -> Backbone:
     source = f'random:{model_config.size}:seed{model_config.init_seed}'
     if model_config.vocabulary:
       source += f':{model_config.vocabulary}'
-  params = jax.tree.map(lambda x: x if is_lazy(x) else jnp.asarray(x, jnp.float32), params,
-                        is_leaf=is_lazy)
+  params = jax.tree.map(lambda x: x if is_lazy(x) else jnp.asarray(x, jnp.float32), params)
   return Backbone(config, params, source, params_hash(params), _vocabulary_name(model_config))
 
 

@@ -36,6 +36,10 @@ class _Unread:
   def block(self, index: tuple) -> np.ndarray:
     raise NotImplementedError
 
+  def _full_index(self, index: tuple) -> tuple:
+    """`index` with a whole slice for every axis it leaves out."""
+    return tuple(index) + (slice(None),) * (len(self.shape) - len(index))
+
   def __array__(self, dtype=None, copy=None):
     del copy
     out = self.block(tuple(slice(None) for _ in self.shape))
@@ -72,7 +76,7 @@ class LazyTensor(_Unread):
   def block(self, index: tuple) -> np.ndarray:
     """The block `index` (one slice per axis, as `make_array_from_callback` gives) of the leaf,
     reading no more of the file than the layout requires."""
-    index = tuple(index) + (slice(None),) * (len(self.shape) - len(index))
+    index = self._full_index(index)
     wanted = [range(*i.indices(n)) for i, n in zip(index, self.shape)]
     middle, leftover = self._middle_region(wanted)
     source = middle[::-1] if self.transposed else middle
@@ -122,14 +126,14 @@ class StackedTensor(_Unread):
     return (len(self.layers),) + self.layers[0].shape
 
   def block(self, index: tuple) -> np.ndarray:
-    index = tuple(index) + (slice(None),) * (len(self.shape) - len(index))
+    index = self._full_index(index)
     chosen = range(*index[0].indices(len(self.layers)))
     return np.stack([self.layers[i].block(index[1:]) for i in chosen]) if len(chosen) else (
         np.zeros((0,) + self.layers[0].block(index[1:]).shape, np.float32))
 
 
 def is_lazy(value) -> bool:
-  return isinstance(value, (LazyTensor, StackedTensor))
+  return isinstance(value, _Unread)
 
 
 def stack(values):
