@@ -43,6 +43,12 @@ class TokenizedSplit:
     return len(self.labels)
 
 
+def unpadded(row: np.ndarray) -> np.ndarray:
+  """A padded row's tokens without the padding and without its final EOS."""
+  ids = row[row > 0]
+  return ids[:-1] if len(ids) and ids[-1] == EOS_ID else ids
+
+
 def _pad(sequences, length: int) -> tuple[np.ndarray, int]:
   """Right-pads to `length`; longer sequences keep their first length-1 tokens and EOS."""
   out = np.zeros((len(sequences), length), np.int32)

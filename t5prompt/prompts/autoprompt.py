@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from t5prompt.data.pipeline import EOS_ID, TokenizedSplit
+from t5prompt.data.pipeline import EOS_ID, TokenizedSplit, unpadded
 from t5prompt.models.decode import score_targets, shift_right, target_log_likelihood
 from t5prompt.models.t5 import T5
 
@@ -75,8 +75,7 @@ def render(data: TokenizedSplit, template: Template, trigger_ids) -> Rendered:
   slots = np.zeros((len(data), k), np.int32)
   cut = 0
   for row, padded in enumerate(data.inputs):
-    text = padded[padded > 0]
-    text = text[:-1] if len(text) and text[-1] == EOS_ID else text
+    text = unpadded(padded)
     cut += len(text) > room
     ids = []
     for part in template.parts:

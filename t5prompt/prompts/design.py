@@ -12,18 +12,12 @@ untrained run (steps 0), so sweeps and the report treat it as one more line.
 import numpy as np
 
 from t5prompt.data import pipeline
-from t5prompt.data.pipeline import EOS_ID, TokenizedSplit
+from t5prompt.data.pipeline import TokenizedSplit, unpadded
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.templates import template_task
 
 DEMONSTRATION_SPLITS = ('fewglue_train', 'train')  # first one the task has
-
-
-def _tokens(row: np.ndarray) -> np.ndarray:
-  """A padded row without padding and without its final EOS."""
-  ids = row[row > 0]
-  return ids[:-1] if len(ids) and ids[-1] == EOS_ID else ids
 
 
 def demonstrations(data: TokenizedSplit, shots: int, seed: int) -> list[np.ndarray]:
@@ -33,7 +27,7 @@ def demonstrations(data: TokenizedSplit, shots: int, seed: int) -> list[np.ndarr
     raise ValueError(f'prompt.shots={shots} but {data.task} {data.split!r} has only '
                      f'{len(labelled)} labelled examples.')
   chosen = np.random.RandomState(seed).choice(labelled, shots, replace=False)
-  return [np.concatenate([_tokens(data.inputs[i]), _tokens(data.targets[i])]) for i in chosen]
+  return [np.concatenate([unpadded(data.inputs[i]), unpadded(data.targets[i])]) for i in chosen]
 
 
 def with_demonstrations(data: TokenizedSplit, demos: list[np.ndarray],
