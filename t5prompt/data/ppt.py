@@ -62,7 +62,7 @@ def _sentences(document: str) -> list[str | None]:
 
 
 @functools.cache
-def _documents(split: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _documents(split: str) -> tuple[tuple[str, tuple[str | None, ...]], ...]:
   """(genre, sentences) of each document with at least three usable sentences. Validation
   leaves out sentences that train also has (the corpora share some text: DROP's passages are
   Wikipedia's)."""
