@@ -107,14 +107,18 @@ class Partitioning:
                                               lambda index, value=value: value[index])
             for key, value in batch.items()}
 
-  def put(self, tree, shardings):
+  def put(self, tree, shardings, dtypes=None):
     """Host arrays, identical on every host, onto their shardings (works multi-host). A leaf
     with a `block(index)` method (a streamed checkpoint tensor) is read block by block: each
-    device's block once, each host only its own devices'."""
-    def place(value, sharding):
+    device's block once, each host only its own devices'. `dtypes` (a tree like `tree`, or
+    None: as stored) casts each block as it is read."""
+    def place(value, sharding, dtype):
       read = value.block if hasattr(value, 'block') else lambda index: np.asarray(value)[index]
-      return jax.make_array_from_callback(np.shape(value), sharding, read)
-    return jax.tree.map(place, tree, shardings)
+      return jax.make_array_from_callback(
+          np.shape(value), sharding, lambda index: read(index).astype(dtype, copy=False))
+    if dtypes is None:
+      dtypes = jax.tree.map(lambda leaf: leaf.dtype, tree)
+    return jax.tree.map(place, tree, shardings, dtypes)
 
 
 def make_partitioning(mesh: Sequence[int] = (-1, 1), shard_embed: bool = False,

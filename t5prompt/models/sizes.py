@@ -32,10 +32,14 @@ class T5Config:
   # flags because transformers 5 builds tied-but-unscaled models when asked for v1.1.
   tie_word_embeddings: bool = True
   scale_decoder_outputs: bool = True
-  # Compute dtype of activations; parameters are always stored in float32.
+  # Compute dtype of activations and matmul operands (accumulation is float32). Trained params
+  # are float32; a lower precision keeps the frozen backbone's matrices in it (`build`).
   dtype: str = 'float32'
   # Stack layers with nn.scan (one compiled layer body: bounded compile time at XXL).
   scan_layers: bool = True
+  # Layers per iteration of the scanned loop. 0: by backend, every layer on CPU (no loop: the
+  # loop's stacked residual buffers cost more than the longer compile there), 1 on GPU/TPU.
+  scan_unroll: int = 0
   # Rematerialise each layer in the backward pass ('none', 'full' or 'dots').
   remat_policy: str = 'none'
 
@@ -45,6 +49,8 @@ class T5Config:
           f"feed_forward_proj must be 'relu' or 'gated-gelu', got {self.feed_forward_proj!r}")
     if self.dtype not in ('float32', 'bfloat16', 'float16'):
       raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+    if self.scan_unroll < 0:
+      raise ValueError(f'scan_unroll must be >= 0 (0: by backend), got {self.scan_unroll}')
     if self.remat_policy not in ('none', 'full', 'dots'):
       raise ValueError(f"remat_policy must be 'none', 'full' or 'dots', got {self.remat_policy!r}")
 

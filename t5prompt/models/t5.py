@@ -11,6 +11,7 @@ Shapes: b = batch, l = length (q/k: query/key length), d = d_model, h = heads, k
 f = d_ff, v = vocab.
 """
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -68,6 +69,73 @@ def relative_position_buckets(query_length: int, key_length: int, *, bidirection
   return buckets + np.where(distance < max_exact, distance, large)
 
 
+def einsum(spec: str, a: Array, b: Array, dtype) -> Array:
+  """A two-operand einsum with its operands in `dtype`, accumulated and returned in float32.
+
+  In float32 it is `jnp.einsum`. In a lower precision the backward's matmuls also take `dtype`
+  operands (the cotangent is cast, as T5X/MaxText do), with float32 accumulation: XLA's CPU
+  backend runs bf16 x bf16 -> f32 dots on the native bf16 units (AMX/AVX512-BF16) but converts
+  a bf16-output dot, or one with a float32 operand, to a float32 dot.
+  """
+  if jnp.dtype(dtype) == jnp.float32:
+    return jnp.einsum(spec, a, b)
+  return _low_precision_einsum(spec, a.astype(dtype), b.astype(dtype))
+
+
+def _float32_accumulating_einsum(spec: str, a: Array, b: Array) -> Array:
+  """`spec` as one dot_general in the canonical layout, [batch, free, contracted] x
+  [batch, contracted, free] -> [batch, free_a, free_b], transposed to the output's order.
+
+  Two-operand specs whose indices each appear in at least two of a, b and the output. XLA's
+  CPU runtime has no mixed-precision kernel for some transposed-operand batched dots that
+  `jnp.einsum` would emit ("Unsupported element type for DotThunk: BF16 x BF16 = F32").
+  """
+  (a_spec, b_spec), out_spec = spec.split('->')[0].split(','), spec.split('->')[1]
+  batch = [c for c in a_spec if c in b_spec and c in out_spec]
+  contracted = [c for c in a_spec if c in b_spec and c not in out_spec]
+  free_a = [c for c in a_spec if c not in b_spec]
+  free_b = [c for c in b_spec if c not in a_spec]
+  a = jnp.transpose(a, [a_spec.index(c) for c in batch + free_a + contracted])
+  b = jnp.transpose(b, [b_spec.index(c) for c in batch + contracted + free_b])
+  num_batch, num_contracted = len(batch), len(contracted)
+  out = jax.lax.dot_general(
+      a, b, ((tuple(range(a.ndim - num_contracted, a.ndim)),
+              tuple(range(num_batch, num_batch + num_contracted))),
+             (tuple(range(num_batch)), tuple(range(num_batch)))),
+      preferred_element_type=jnp.float32)
+  order = batch + free_a + free_b
+  return jnp.transpose(out, [order.index(c) for c in out_spec])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _low_precision_einsum(spec: str, a: Array, b: Array) -> Array:
+  return _float32_accumulating_einsum(spec, a, b)
+
+
+def _low_precision_einsum_fwd(spec, a, b):
+  return _low_precision_einsum(spec, a, b), (a, b)
+
+
+def _low_precision_einsum_bwd(spec, operands, cotangent):
+  # Every index of an operand appears in the other operand or the output (true of all the
+  # model's einsums), so each operand's gradient is one einsum of the cotangent with the other.
+  a, b = operands
+  (a_spec, b_spec), out_spec = spec.split('->')[0].split(','), spec.split('->')[1]
+  low = cotangent.astype(a.dtype)
+  grad_a = _float32_accumulating_einsum(f'{out_spec},{b_spec}->{a_spec}', low, b)
+  if out_spec[0] not in b_spec and jax.default_backend() == 'cpu':
+    # `b` is a weight (it lacks the batch index): its gradient sums over the batch, a matmul
+    # contracting both operands' leading dims, which XLA's CPU runtime has no bf16 x bf16 ->
+    # f32 kernel for. Only model tuning takes it (a frozen weight's gradient is never used).
+    grad_b = jnp.einsum(f'{out_spec},{a_spec}->{b_spec}', cotangent, a.astype(jnp.float32))
+  else:
+    grad_b = _float32_accumulating_einsum(f'{out_spec},{a_spec}->{b_spec}', low, a)
+  return grad_a.astype(a.dtype), grad_b.astype(b.dtype)
+
+
+_low_precision_einsum.defvjp(_low_precision_einsum_fwd, _low_precision_einsum_bwd)
+
+
 def _fan_in(scale: float, distribution: str, contract_dims: int, ndim: int) -> Callable:
   """T5X's kernel init: variance `scale / fan_in` over the contracted (input) dims of a kernel
   [*inputs, *outputs] (T5X draws it on the flattened 2-D kernel: the same fan-in)."""
@@ -110,9 +178,11 @@ class DenseGeneral(nn.Module):
     init = _fan_in(self.init_scale, self.distribution, self.contract_dims, len(shape))
     kernel = self.param('kernel', nn.with_logical_partitioning(init, self.kernel_axes), shape,
                         jnp.float32)
-    contract = tuple(range(x.ndim - self.contract_dims, x.ndim))
-    return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                               ((contract, tuple(range(self.contract_dims))), ((), ())))
+    letters = 'abcdefghijklmnopqrstuvwxyz'
+    batch, contracted = x.ndim - self.contract_dims, letters[x.ndim - self.contract_dims:x.ndim]
+    outputs = letters[x.ndim:x.ndim + len(self.features)]
+    spec = f'{letters[:batch]}{contracted},{contracted}{outputs}->{letters[:batch]}{outputs}'
+    return einsum(spec, x, kernel, self.dtype).astype(self.dtype)
 
 
 class RelativePositionBias(nn.Module):
@@ -177,10 +247,11 @@ class Attention(nn.Module):
     if prefix is not None:
       key, value, bias = _join_prefix(prefix, key, value, bias)
 
-    logits = jnp.einsum('bqhk,bthk->bhqt', query, key) + bias
+    logits = einsum('bqhk,bthk->bhqt', query, key, config.compute_dtype) + bias
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(config.compute_dtype)
     weights = nn.Dropout(config.dropout_rate)(weights, deterministic=self.deterministic)
-    mixed = jnp.einsum('bhqt,bthk->bqhk', weights, value)
+    mixed = einsum('bhqt,bthk->bqhk', weights, value, config.compute_dtype)
+    mixed = mixed.astype(config.compute_dtype)
     mixed = nn.with_logical_constraint(mixed, ('batch', 'length', 'heads', 'kv'))
     return DenseGeneral(features=(d_model,), kernel_axes=('heads', 'kv', 'embed'), contract_dims=2,
                         dtype=config.compute_dtype, distribution='normal', name='out')(mixed)
@@ -306,6 +377,10 @@ def _remat_policy(name: str):
   return {'full': None, 'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[name]
 
 
+def _default_unroll(num_layers: int) -> int:
+  return num_layers if jax.default_backend() == 'cpu' else 1
+
+
 def _run_layers(layer_cls, config: T5Config, num_layers: int, x: Array, *args, per_layer=None,
                 **layer_kwargs):
   """Applies `num_layers` layers, scanned (params stacked on a leading 'layers' axis) or not.
@@ -320,7 +395,8 @@ def _run_layers(layer_cls, config: T5Config, num_layers: int, x: Array, *args, p
     scanned = nn.scan(layer_cls, variable_axes={'params': 0, 'cache': 0, 'intermediates': 0},
                       split_rngs={'params': True, 'dropout': True},
                       in_axes=(nn.broadcast,) * len(args) + (0,), length=num_layers,
-                      metadata_params={nn.PARTITION_NAME: 'layers'})
+                      metadata_params={nn.PARTITION_NAME: 'layers'},
+                      unroll=config.scan_unroll or _default_unroll(num_layers))
     x, _ = scanned(config, **layer_kwargs, name='layers')(x, *args, per_layer)
     return x
   for i in range(num_layers):
@@ -400,7 +476,7 @@ class Decoder(nn.Module):
     if config.scale_decoder_outputs:
       y = y * config.d_model ** -0.5
     if config.tie_word_embeddings:
-      logits = jnp.einsum('bld,vd->blv', y, embedding.astype(config.compute_dtype))
+      logits = einsum('bld,vd->blv', y, embedding, config.compute_dtype)
     else:
       logits = DenseGeneral(features=(config.vocab_size,), kernel_axes=('embed', 'vocab'),
                             contract_dims=1, dtype=config.compute_dtype,

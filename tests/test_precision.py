@@ -1,0 +1,140 @@
+"""The bf16 compute mode: bf16 matmul operands with float32 accumulation in the forward and the
+backward, frozen matrices stored in bf16 without changing the outputs, and the CPU's unrolled
+layer loop computing what the rolled one does."""
+
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from t5prompt.build import stored_dtypes
+from t5prompt.models import T5, get_size
+from t5prompt.models.t5 import einsum
+
+BF16 = jnp.bfloat16
+
+# Every einsum form the model runs: projections in (1 and 2 contracted dims), both attention
+# products, the tied LM head. Contracted dims of 64+ make bf16 accumulation visible.
+SPECS = [('abc,cde->abde', (2, 5, 96), (96, 3, 4)),
+         ('abcd,cde->abe', (2, 5, 8, 16), (8, 16, 24)),
+         ('bqhk,bthk->bhqt', (2, 5, 3, 64), (2, 6, 3, 64)),
+         ('bhqt,bthk->bqhk', (2, 3, 5, 80), (2, 80, 3, 4)),
+         ('bld,vd->blv', (2, 5, 96), (11, 96))]
+
+
+def _rounded(x):
+  """x rounded to bf16, back in float32: the values the bf16 matmuls see."""
+  return jnp.asarray(x, BF16).astype(jnp.float32)
+
+
+@pytest.mark.parametrize('spec,a_shape,b_shape', SPECS)
+def test_bf16_einsum_accumulates_in_float32_forward_and_backward(spec, a_shape, b_shape):
+  rng = np.random.RandomState(0)
+  a, b = rng.randn(*a_shape).astype(np.float32), rng.randn(*b_shape).astype(np.float32)
+  out, vjp = jax.vjp(lambda a, b: einsum(spec, a, b, BF16), a, b)
+  cotangent = rng.randn(*out.shape).astype(np.float32)
+  grad_a, grad_b = vjp(cotangent)
+
+  # Products of bf16 values are exact in float32: with float32 accumulation the result is the
+  # float32 einsum of the rounded operands up to summation order (bf16 sums would be ~1e-2 off).
+  expected = jnp.einsum(spec, _rounded(a), _rounded(b))
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  (a_spec, b_spec), out_spec = spec.split('->')[0].split(','), spec.split('->')[1]
+  weight = out_spec[0] not in b_spec  # b lacks the batch index: a kernel or the embedding
+  g = _rounded(cotangent)  # the backward's bf16 matmuls take the cotangent in bf16 too
+  for grad, expected, shape in (
+      (grad_a, jnp.einsum(f'{out_spec},{b_spec}->{a_spec}', g, _rounded(b)), a_shape),
+      # On CPU a weight's gradient is a float32 matmul (no bf16 kernel for its layout).
+      (grad_b, jnp.einsum(f'{out_spec},{a_spec}->{b_spec}', cotangent if weight else g,
+                          _rounded(a)), b_shape)):
+    assert grad.shape == shape
+    # One bf16 rounding of the float32 result: within 2^-8 of each entry.
+    np.testing.assert_allclose(grad, _rounded(expected), rtol=2 ** -8, atol=1e-6)
+
+  # The forward's and the activation gradients' matmuls take bf16 operands.
+  grad_fn = jax.jit(jax.value_and_grad(
+      lambda a, b: jnp.sum(einsum(spec, a, b, BF16) * cotangent), argnums=(0, 1)))
+  dots = [line for line in grad_fn.lower(a, b).as_text().splitlines() if 'dot_general' in line]
+  operands = [re.search(r': \((.*)\) ->', line).group(1) for line in dots]
+  kinds = ['bf16' if x.count('bf16') == 2 else 'f32' if x.count('f32') == 2 else x
+           for x in operands]
+  assert sorted(kinds) == (['bf16', 'bf16', 'f32'] if weight else ['bf16'] * 3), operands
+
+
+def test_float32_einsum_is_jnp_einsum():
+  rng = np.random.RandomState(1)
+  a, b = rng.randn(2, 5, 16).astype(np.float32), rng.randn(16, 7).astype(np.float32)
+  np.testing.assert_array_equal(einsum('abc,cd->abd', a, b, jnp.float32),
+                                jnp.einsum('abc,cd->abd', a, b))
+
+
+def _tiny(size, **changes):
+  config = get_size(size).replace(dropout_rate=0.0, **changes)
+  tokens = jnp.ones((1, 4), jnp.int32)
+  return config, nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens)['params'])
+
+
+def _batch(vocab_size):
+  rng = np.random.RandomState(2)
+  return (jnp.asarray(rng.randint(1, vocab_size, (2, 12)), jnp.int32),
+          jnp.asarray(rng.randint(1, vocab_size, (2, 5)), jnp.int32))
+
+
+def _loss(config, params, inputs, targets):
+  logits = T5(config).apply({'params': params}, inputs, targets)
+  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))
+
+
+@pytest.mark.parametrize('size', ['tiny-v1_0', 'tiny-v1_1'])  # tied v1.0 head; separate v1.1 head
+def test_bf16_mode_loss_and_gradients_stay_close_to_float32(size):
+  """The numerics check of the bf16 mode on a whole model: loss within 1%, every param's
+  gradient (the backward's bf16 matmuls included) pointing the same way."""
+  config, params = _tiny(size)
+  inputs, targets = _batch(config.vocab_size)
+  loss32, grads32 = jax.value_and_grad(_loss, argnums=1)(config, params, inputs, targets)
+  loss16, grads16 = jax.value_and_grad(_loss, argnums=1)(config.replace(dtype='bfloat16'),
+                                                         params, inputs, targets)
+  assert abs(float(loss16) - float(loss32)) <= 0.01 * abs(float(loss32))
+  for path, g32 in jax.tree_util.tree_leaves_with_path(grads32):
+    g16 = np.asarray(dict(jax.tree_util.tree_leaves_with_path(grads16))[path], np.float64)
+    g32 = np.asarray(g32, np.float64)
+    assert g16.dtype == g32.dtype and g16.shape == g32.shape
+    if np.linalg.norm(g32) > 1e-6:
+      cosine = np.sum(g16 * g32) / (np.linalg.norm(g16) * np.linalg.norm(g32))
+      assert cosine > 0.99, (jax.tree_util.keystr(path), cosine)
+
+
+def test_frozen_matrices_stored_in_bf16_leave_the_outputs_unchanged():
+  config, params = _tiny('tiny-v1_1', dtype='bfloat16')
+  dtypes = stored_dtypes(params, config.compute_dtype)
+  flat = {jax.tree_util.keystr(path): dtype
+          for path, dtype in jax.tree_util.tree_leaves_with_path(dtypes)}
+  assert flat["['token_embedder']['embedding']"] == BF16
+  assert flat["['encoder']['layers']['attention']['query']['kernel']"] == BF16
+  assert flat["['encoder']['relpos_bias']['rel_embedding']"] == BF16
+  assert flat["['encoder']['encoder_norm']['scale']"] == jnp.float32
+  assert flat["['decoder']['layers']['pre_mlp_layer_norm']['scale']"] == jnp.float32  # stacked
+  stored = jax.tree.map(lambda x, dtype: x.astype(dtype), params, dtypes)
+  inputs, targets = _batch(config.vocab_size)
+  apply = jax.jit(lambda p: T5(config).apply({'params': p}, inputs, targets))
+  np.testing.assert_array_equal(apply(stored), apply(params))
+  assert stored_dtypes(params, jnp.float32) == jax.tree.map(lambda x: x.dtype, params)
+
+
+def test_unrolled_layer_loop_computes_what_the_rolled_loop_does():
+  """On CPU the scanned layers run unrolled by default (`scan_unroll=0`); the same params give
+  the same loss and gradients as the rolled loop (one layer per iteration)."""
+  config, params = _tiny('tiny-v1_1')
+  inputs, targets = _batch(config.vocab_size)
+  unrolled = jax.jit(jax.value_and_grad(_loss, argnums=1), static_argnums=0)
+  rolled_loss, rolled_grads = unrolled(config.replace(scan_unroll=1), params, inputs, targets)
+  loss, grads = unrolled(config, params, inputs, targets)
+  np.testing.assert_allclose(loss, rolled_loss, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(rolled_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match='scan_unroll must be >= 0'):
+    config.replace(scan_unroll=-1)
