@@ -1,10 +1,11 @@
 """Training speed and size, as ratios measured side by side in one run.
 
   python benchmarks/bench_training.py [--sizes t5-v1_1-small,t5-v1_1-base] [--batch 8]
-      [--threads 1] [--dtypes float32,bfloat16]
+      [--threads 1] [--dtypes float32,bfloat16] [--scan-layers false]
 
 1. prompt-tuning step / model-tuning step, same size, batch and encoder length (prompt + input),
-   at each size. The limit is ~0.67: forward + activation backward, no weight gradients;
+   at each size. The limit is ~0.67: forward + activation backward, no weight gradients. At the
+   first size the same ratio for PyTorch (PEFT prompt tuning / fine-tuning every weight);
 2. t5prompt prompt tuning / PEFT prompt tuning (PyTorch, CPU), same random HF T5, batch and
    lengths, examples per second, both warmed up;
 3. optimizer-state bytes / prompt bytes, and checkpoint bytes per save (prompt vs model tuning);
@@ -142,6 +143,20 @@ def peft_trainer(directory, batch, input_length, target_length, prompt_length,
   return torch_train_step(model, optimizer, batch, input_length, target_length)
 
 
+def torch_model_tuning(directory, batch, input_length, target_length):
+  """PyTorch T5 fine-tuning every weight (Adafactor, as T5 did): PEFT's baseline."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  if THREADS:
+    torch.set_num_threads(THREADS)
+  model = transformers.T5ForConditionalGeneration.from_pretrained(directory)
+  model.train()
+  optimizer = transformers.optimization.Adafactor(
+      model.parameters(), lr=1e-3, scale_parameter=False, relative_step=False,
+      warmup_init=False)
+  return torch_train_step(model, optimizer, batch, input_length, target_length)
+
+
 def torch_train_step(model, optimizer, batch, input_length, target_length):
   """A PyTorch (PEFT) train step on a fixed random batch, ready to time."""
   import torch  # pylint: disable=import-outside-toplevel
@@ -173,12 +188,14 @@ def main():
                       help='pin to this many cores and threads (0: as the machine gives)')
   parser.add_argument('--dtypes', default='float32',
                       help='compute dtypes to time against PEFT, e.g. float32,bfloat16')
+  parser.add_argument('--scan-layers', type=lambda v: v.lower() == 'true', default=True,
+                      help='model.scan_layers of the timed models (true: the default)')
   parser.add_argument('--output', default='benchmarks/results/training.json')
   args = parser.parse_args()
   sizes = args.sizes.split(',')
   prompt_input = args.input_length - args.prompt_length  # same encoder length for both methods
   lengths = (args.batch, prompt_input, args.target_length, args.prompt_length)
-  result = {'machine': machine(jax), 'batch': args.batch, 'encoder_length': args.input_length,
+  result = {'machine': machine(jax), 'batch': args.batch, 'scan_layers': args.scan_layers, 'encoder_length': args.input_length,
             'target_length': args.target_length, 'prompt_length': args.prompt_length,
             'threads': args.threads or os.cpu_count(), 'load_before': load_average(), 'rows': []}
   rows = result['rows']
@@ -189,14 +206,25 @@ def main():
     for size in sizes:
       directory = f'{tmp}/{size}'
       config, params = random_backbone(size, directory)
+      if not args.scan_layers:
+        config, params = config.replace(scan_layers=False), unstack_layers(params)
       prompt = Trainer(config, params, 'prompt_tuning', (1, 1), *lengths)
       model = Trainer(config, params, 'model_tuning', (1, 1), args.batch, args.input_length,
                       args.target_length, 0)
       prompt_s, model_s = side_by_side(prompt, model, args.repeats)
       rows.append({'measure': f'{size}: prompt-tuning step / model-tuning step',
                    'a_s': prompt_s, 'b_s': model_s, 'ratio': prompt_s / model_s})
+      if size == sizes[0]:  # the same ratio for PyTorch (PEFT prompt tuning / fine-tuning)
+        peft_prompt_s, torch_model_s = side_by_side(
+            peft_trainer(directory, *lengths),
+            torch_model_tuning(directory, args.batch, args.input_length, args.target_length),
+            args.repeats)
+        rows.append({'measure': f'{size}: PEFT prompt-tuning step / PyTorch model-tuning step',
+                     'a_s': peft_prompt_s, 'b_s': torch_model_s,
+                     'ratio': peft_prompt_s / torch_model_s})
       if size == sizes[0]:
-        flops = Trainer(config.replace(scan_layers=False), unstack_layers(params),  # both sides
+        unscanned = unstack_layers(params) if config.scan_layers else params
+        flops = Trainer(config.replace(scan_layers=False), unscanned,  # both sides
                         'prompt_tuning', (1, 1), *lengths).flops()  # do this work per step
         peft_fp32 = peft_trainer(directory, *lengths)
         for dtype in args.dtypes.split(','):

@@ -20,18 +20,20 @@ def _device_bytes(tree) -> int:
              for shard in leaf.addressable_shards if shard.device == device)
 
 
-@pytest.mark.parametrize('method, mesh, shard_embed', [
-    ('prompt_tuning', (8, 1), False), ('prompt_tuning', (4, 2), False),
-    ('model_tuning', (2, 4), False), ('model_tuning', (4, 2), True),
-    pytest.param('prefix_tuning', (4, 2), False, marks=pytest.mark.slow),
-    pytest.param('deep_prompt_tuning', (2, 4), True, marks=pytest.mark.slow),
-    pytest.param('p_tuning', (8, 1), False, marks=pytest.mark.slow)])
-def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed):
-  config = get_size('tiny-v1_1')
+@pytest.mark.parametrize('method, mesh, shard_embed, dtype', [
+    ('prompt_tuning', (8, 1), False, 'bfloat16'), ('prompt_tuning', (8, 1), False, 'float32'),
+    ('prompt_tuning', (4, 2), False, 'bfloat16'),
+    ('model_tuning', (2, 4), False, 'bfloat16'), ('model_tuning', (4, 2), True, 'bfloat16'),
+    pytest.param('prefix_tuning', (4, 2), False, 'bfloat16', marks=pytest.mark.slow),
+    pytest.param('deep_prompt_tuning', (2, 4), True, 'bfloat16', marks=pytest.mark.slow),
+    pytest.param('p_tuning', (8, 1), False, 'bfloat16', marks=pytest.mark.slow)])
+def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed, dtype):
+  """In bf16 (the plan's default) a frozen backbone's matrices are stored in bf16."""
+  config = get_size('tiny-v1_1').replace(dtype=dtype)
   optimizer_config = default_config().optimizer
   optimizer_config.factored = method == 'model_tuning'
   expected = plan.plan('tiny-v1_1', method, mesh, batch=8, prompt_length=16,
-                       shard_embed=shard_embed, optimizer_config=optimizer_config)
+                       shard_embed=shard_embed, optimizer_config=optimizer_config, dtype=dtype)
   partitioning = make_partitioning(mesh, shard_embed)
   tokens = jnp.ones((8, 8), jnp.int32)
   weights = nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens))['params']
