@@ -83,24 +83,29 @@ def einsum(spec: str, a: Array, b: Array, dtype) -> Array:
 
 
 def _float32_accumulating_einsum(spec: str, a: Array, b: Array) -> Array:
-  """`spec` as one dot_general in the canonical layout, [batch, free, contracted] x
-  [batch, contracted, free] -> [batch, free_a, free_b], transposed to the output's order.
+  """`spec` as one float32-accumulating dot_general with `a` laid out [batch, free, contracted]
+  and `b` [batch, contracted, free] or, when it is stored so (a kernel in the backward),
+  [batch, free, contracted]; the result is transposed to the output's order.
 
   Two-operand specs whose indices each appear in at least two of a, b and the output. XLA's
-  CPU runtime has no mixed-precision kernel for some transposed-operand batched dots that
-  `jnp.einsum` would emit ("Unsupported element type for DotThunk: BF16 x BF16 = F32").
+  CPU runtime has no mixed-precision kernel for a dot with a transposed left operand, which
+  `jnp.einsum` may emit ("Unsupported element type for DotThunk: BF16 x BF16 = F32"); a
+  transposed right operand is supported, so a kernel is used as stored, not copied each step.
   """
   (a_spec, b_spec), out_spec = spec.split('->')[0].split(','), spec.split('->')[1]
   batch = [c for c in a_spec if c in b_spec and c in out_spec]
   contracted = [c for c in a_spec if c in b_spec and c not in out_spec]
   free_a = [c for c in a_spec if c not in b_spec]
   free_b = [c for c in b_spec if c not in a_spec]
+  b_transposed = list(b_spec) == batch + free_b + contracted
   a = jnp.transpose(a, [a_spec.index(c) for c in batch + free_a + contracted])
-  b = jnp.transpose(b, [b_spec.index(c) for c in batch + contracted + free_b])
+  b_order = batch + free_b + contracted if b_transposed else batch + contracted + free_b
+  b = jnp.transpose(b, [b_spec.index(c) for c in b_order])
   num_batch, num_contracted = len(batch), len(contracted)
+  b_contracted = b_order.index(contracted[0]) if contracted else num_batch
   out = jax.lax.dot_general(
       a, b, ((tuple(range(a.ndim - num_contracted, a.ndim)),
-              tuple(range(num_batch, num_batch + num_contracted))),
+              tuple(range(b_contracted, b_contracted + num_contracted))),
              (tuple(range(num_batch)), tuple(range(num_batch)))),
       preferred_element_type=jnp.float32)
   order = batch + free_a + free_b
