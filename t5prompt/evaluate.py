@@ -20,9 +20,9 @@ from t5prompt.data.spec import TaskSpec
 from t5prompt.models import decode
 from t5prompt.partitioning import make_partitioning, to_host
 from t5prompt.prompts import methods
-from t5prompt.run_config import default_config, load_run_config
-from t5prompt.run_dir import RunDir, manifest
-from t5prompt.run_setup import load_eval_sets
+from t5prompt.run_config import load_run_config
+from t5prompt.run_dir import RunDir
+from t5prompt.run_setup import check_or_write_manifest, load_eval_sets
 
 
 def label_targets(spec: TaskSpec, vocabulary, target_length: int) -> np.ndarray:
@@ -144,9 +144,7 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best', splits: tuple[
                      'for autoprompt: triggers.json); rerun `t5prompt train` to redo it.')
   backbone = load_model_backbone(config.model)
   run_dir = RunDir(workdir)
-  run_dir.check_or_write_manifest(  # or refuse
-      manifest(config, backbone, method.uses_prompt),
-      defaults=manifest(default_config(), backbone, method.uses_prompt))
+  check_or_write_manifest(run_dir, config, backbone, method.uses_prompt)  # or refuse
   partitioning = make_partitioning(config.partitioning.mesh, config.partitioning.shard_embed)
   with partitioning.activate():
     run = build(config, backbone, partitioning)

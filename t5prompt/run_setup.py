@@ -10,6 +10,8 @@ from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import default_spm_path
 from t5prompt.models.convert import VOCABULARY_FILE
 from t5prompt.prompts import methods
+from t5prompt.run_config import default_config
+from t5prompt.run_dir import RunDir, manifest
 
 
 def model_label(config) -> str:
@@ -34,6 +36,15 @@ def task_spec(config, task_name: str = ''):
 
 def target_length(config, spec) -> int:
   return config.task.target_length or spec.target_length
+
+
+def check_or_write_manifest(run_dir: RunDir, config, backbone, uses_prompt: bool,
+                            write: bool = True) -> bool:
+  """The run's manifest written (a new run) or checked (a resume: fields added to t5prompt since
+  the run started match while they hold the default config's value). True on a resume."""
+  return run_dir.check_or_write_manifest(
+      manifest(config, backbone, uses_prompt), write=write,
+      defaults=manifest(default_config(), backbone, uses_prompt))
 
 
 def load_train_data(config, vocabulary) -> pipeline.TokenizedSplit:

@@ -25,10 +25,9 @@ from t5prompt.models.t5 import T5
 from t5prompt.partitioning import Partitioning, logical_param_specs, to_host
 from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import autoprompt
-from t5prompt.run_config import default_config
-from t5prompt.run_dir import Result, RunDir, manifest
+from t5prompt.run_dir import Result, RunDir
 from t5prompt.run_log import RunLog, progress_bar
-from t5prompt.run_setup import load_eval_sets, load_train_data
+from t5prompt.run_setup import check_or_write_manifest, load_eval_sets, load_train_data
 
 
 @dataclasses.dataclass
@@ -75,8 +74,7 @@ def search(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   allowed = autoprompt.allowed_ids(vocabulary, embedding.shape[0])
 
   run_dir.path.mkdir(parents=True, exist_ok=True)
-  resuming = run_dir.check_or_write_manifest(manifest(config, backbone, True), write=is_writer,
-                                             defaults=manifest(default_config(), backbone, True))
+  resuming = check_or_write_manifest(run_dir, config, backbone, True, write=is_writer)
   if is_writer:
     run_dir.write_config(config)
   saved = run_dir.search_state() if resuming else None

@@ -26,11 +26,11 @@ from t5prompt.partitioning import Partitioning, make_partitioning
 from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
-from t5prompt.run_dir import Result, RunDir, manifest
+from t5prompt.run_dir import Result, RunDir
 from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.data.sources import DataNotFoundError
-from t5prompt.run_setup import (describe_missing, load_eval_sets, load_train_data,
-                                missing_data, model_label, task_spec)
+from t5prompt.run_setup import (check_or_write_manifest, describe_missing, load_eval_sets,
+                                load_train_data, missing_data, model_label, task_spec)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -96,10 +96,8 @@ def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   run = build(config, backbone, partitioning)
 
   run_dir.path.mkdir(parents=True, exist_ok=True)
-  uses_prompt = run.method.uses_prompt
-  resuming = run_dir.check_or_write_manifest(
-      manifest(config, backbone, uses_prompt), write=is_writer,
-      defaults=manifest(default_config(), backbone, uses_prompt))
+  resuming = check_or_write_manifest(run_dir, config, backbone, run.method.uses_prompt,
+                                     write=is_writer)
   if is_writer:
     run_dir.write_config(config)
   checkpoints = RunCheckpoints(run_dir.path, keep=config.train.keep_checkpoints)
