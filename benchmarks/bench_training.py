@@ -126,16 +126,21 @@ def random_backbone(size: str, directory: str):
   return load_hf(directory, dropout_rate=0.0)
 
 
-def peft_trainer(directory, batch, input_length, target_length, prompt_length,
-                 dtype='float32'):
-  import peft  # pylint: disable=import-outside-toplevel
+def torch_t5(directory, dtype='float32'):
+  """The HF checkpoint as a PyTorch T5 in training mode, on this run's threads."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   if THREADS:
     torch.set_num_threads(THREADS)
-  base = transformers.T5ForConditionalGeneration.from_pretrained(
-      directory, dtype=getattr(torch, dtype))
-  model = peft.get_peft_model(base, peft.PromptTuningConfig(
+  return transformers.T5ForConditionalGeneration.from_pretrained(
+      directory, dtype=getattr(torch, dtype)).train()
+
+
+def peft_trainer(directory, batch, input_length, target_length, prompt_length,
+                 dtype='float32'):
+  import peft  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  model = peft.get_peft_model(torch_t5(directory, dtype), peft.PromptTuningConfig(
       task_type='SEQ_2_SEQ_LM', num_virtual_tokens=prompt_length, num_transformer_submodules=1))
   model.train()
   optimizer = transformers.optimization.Adafactor(
@@ -146,12 +151,8 @@ def peft_trainer(directory, batch, input_length, target_length, prompt_length,
 
 def torch_model_tuning(directory, batch, input_length, target_length):
   """PyTorch T5 fine-tuning every weight (Adafactor, as T5 did): PEFT's baseline."""
-  import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  if THREADS:
-    torch.set_num_threads(THREADS)
-  model = transformers.T5ForConditionalGeneration.from_pretrained(directory)
-  model.train()
+  model = torch_t5(directory)
   optimizer = transformers.optimization.Adafactor(
       model.parameters(), lr=1e-3, scale_parameter=False, relative_step=False,
       warmup_init=False)

@@ -170,14 +170,13 @@ def build(config, backbone: Backbone, partitioning: Partitioning) -> Run:
 
   # --- The state: placed on the mesh, or (abstract backbone) its shapes --------------------
   if _is_abstract(params):
-    place = lambda tree, tree_shardings: jax.tree.map(
-        lambda leaf, sharding: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-        tree, tree_shardings)
+    place = lambda tree, tree_shardings, dtypes=None: jax.tree.map(
+        lambda leaf, sharding, dtype: jax.ShapeDtypeStruct(leaf.shape, dtype, sharding=sharding),
+        tree, tree_shardings, jax.tree.map(lambda leaf: leaf.dtype, tree) if dtypes is None
+        else dtypes)
     state = TrainState(place(trainable, shardings.trainable),
                        place(opt_shapes, shardings.opt_state),
-                       place(jax.tree.map(lambda leaf, dtype: jax.ShapeDtypeStruct(
-                           leaf.shape, dtype), frozen, frozen_dtypes), shardings.frozen),
-                       dropout_rng)
+                       place(frozen, shardings.frozen, frozen_dtypes), dropout_rng)
   else:
     trainable = partitioning.put(trainable, shardings.trainable)
     opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(trainable)

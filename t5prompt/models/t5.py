@@ -82,6 +82,13 @@ def einsum(spec: str, a: Array, b: Array, dtype) -> Array:
   return _low_precision_einsum(spec, a.astype(dtype), b.astype(dtype))
 
 
+def _operand_specs(spec: str) -> tuple[str, str, str]:
+  """'ab,bc->ac' -> ('ab', 'bc', 'ac')."""
+  inputs, out_spec = spec.split('->')
+  a_spec, b_spec = inputs.split(',')
+  return a_spec, b_spec, out_spec
+
+
 def _float32_accumulating_einsum(spec: str, a: Array, b: Array) -> Array:
   """`spec` as one float32-accumulating dot_general with `a` laid out [batch, free, contracted]
   and `b` [batch, contracted, free] or, when it is stored so (a kernel in the backward),
@@ -92,7 +99,7 @@ def _float32_accumulating_einsum(spec: str, a: Array, b: Array) -> Array:
   `jnp.einsum` may emit ("Unsupported element type for DotThunk: BF16 x BF16 = F32"); a
   transposed right operand is supported, so a kernel is used as stored, not copied each step.
   """
-  (a_spec, b_spec), out_spec = spec.split('->')[0].split(','), spec.split('->')[1]
+  a_spec, b_spec, out_spec = _operand_specs(spec)
   batch = [c for c in a_spec if c in b_spec and c in out_spec]
   contracted = [c for c in a_spec if c in b_spec and c not in out_spec]
   free_a = [c for c in a_spec if c not in b_spec]
@@ -125,7 +132,7 @@ def _low_precision_einsum_bwd(spec, operands, cotangent):
   # Every index of an operand appears in the other operand or the output (true of all the
   # model's einsums), so each operand's gradient is one einsum of the cotangent with the other.
   a, b = operands
-  (a_spec, b_spec), out_spec = spec.split('->')[0].split(','), spec.split('->')[1]
+  a_spec, b_spec, out_spec = _operand_specs(spec)
   low = cotangent.astype(a.dtype)
   grad_a = _float32_accumulating_einsum(f'{out_spec},{b_spec}->{a_spec}', low, b)
   if out_spec[0] not in b_spec and jax.default_backend() == 'cpu':
