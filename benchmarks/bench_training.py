@@ -14,7 +14,9 @@
    for PEFT doing the same work, beside an fp32 matmul peak measured in the same run (a 1024^3
    `jnp.dot`), as % of that peak;
 6. with `--dtypes float32,bfloat16`: the bf16 compute mode (`model.dtype`) against PEFT in fp32
-   and in bf16.
+   and in bf16;
+7. what dropout 0.1 (the default config's) adds to a prompt-tuning step, on each side (the rows
+   above run without dropout on both sides), and t5prompt / PEFT examples per second with it.
 `--threads N` pins the process to the last N cores and both sides to N threads (XLA's CPU thread pool,
 torch.set_num_threads); the load average before and after is recorded and a run started on a
 busy machine (load above the pinned threads + 1) is marked as such. On a GPU this script also reports
@@ -126,21 +128,21 @@ def random_backbone(size: str, directory: str):
   return load_hf(directory, dropout_rate=0.0)
 
 
-def torch_t5(directory, dtype='float32'):
+def torch_t5(directory, dtype='float32', dropout_rate=0.0):
   """The HF checkpoint as a PyTorch T5 in training mode, on this run's threads."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   if THREADS:
     torch.set_num_threads(THREADS)
   return transformers.T5ForConditionalGeneration.from_pretrained(
-      directory, dtype=getattr(torch, dtype)).train()
+      directory, dtype=getattr(torch, dtype), dropout_rate=dropout_rate).train()
 
 
 def peft_trainer(directory, batch, input_length, target_length, prompt_length,
-                 dtype='float32'):
+                 dtype='float32', dropout_rate=0.0):
   import peft  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  model = peft.get_peft_model(torch_t5(directory, dtype), peft.PromptTuningConfig(
+  model = peft.get_peft_model(torch_t5(directory, dtype, dropout_rate), peft.PromptTuningConfig(
       task_type='SEQ_2_SEQ_LM', num_virtual_tokens=prompt_length, num_transformer_submodules=1))
   model.train()
   optimizer = transformers.optimization.Adafactor(
@@ -250,6 +252,16 @@ def main():
                                       f'{100 * flops / peft_s / peak:.0f}%)',
                            'a': flops / ours_s / 1e9, 'b': flops / peft_s / 1e9,
                            'ratio': peft_s / ours_s})
+        # Dropout at the default config's 0.1 (the rows above run without, as PEFT's does).
+        ours_dropout_s, ours_s = side_by_side(
+            Trainer(config.replace(dropout_rate=0.1), params, 'prompt_tuning', (1, 1), *lengths),
+            prompt, args.repeats)
+        peft_dropout_s, peft_s = side_by_side(
+            peft_trainer(directory, *lengths, dropout_rate=0.1), peft_fp32, args.repeats)
+        rows.append({'measure': f'{size}: fp32 prompt-tuning step, dropout 0.1 / none, '
+                                't5prompt / PEFT (ratio: examples per second at 0.1)',
+                     'a': ours_dropout_s / ours_s, 'b': peft_dropout_s / peft_s,
+                     'ratio': peft_dropout_s / ours_dropout_s})
         prompt_bytes = prompt.run.state.trainable['prompt']['prompt'].nbytes
         state_bytes = sum(x.nbytes for x in jax.tree.leaves(prompt.run.state.opt_state))
         rows.append({'measure': f'{size}: optimizer-state bytes / prompt bytes',

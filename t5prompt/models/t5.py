@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t5prompt.models.dropout import Dropout
 from t5prompt.models.sizes import T5Config
 
 Array = jax.Array
@@ -261,7 +262,7 @@ class Attention(nn.Module):
 
     logits = einsum('bqhk,bthk->bhqt', query, key, config.compute_dtype) + bias
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(config.compute_dtype)
-    weights = nn.Dropout(config.dropout_rate)(weights, deterministic=self.deterministic)
+    weights = Dropout(config.dropout_rate)(weights, self.deterministic)
     mixed = einsum('bhqt,bthk->bqhk', weights, value, config.compute_dtype)
     mixed = mixed.astype(config.compute_dtype)
     mixed = nn.with_logical_constraint(mixed, ('batch', 'length', 'heads', 'kv'))
@@ -335,13 +336,13 @@ class Mlp(nn.Module):
     # activated-neuron prompt similarity of Su et al. 2022 reads it.
     self.sow('intermediates', 'activated', gate > 0)
     hidden = nn.with_logical_constraint(hidden, ('batch', 'length', 'mlp'))
-    hidden = nn.Dropout(config.dropout_rate)(hidden, deterministic=self.deterministic)
+    hidden = Dropout(config.dropout_rate)(hidden, self.deterministic)
     return DenseGeneral(features=(config.d_model,), kernel_axes=('mlp', 'embed'), contract_dims=1,
                         dtype=config.compute_dtype, name='wo')(hidden)
 
 
 def _residual(x: Array, update: Array, config: T5Config, deterministic: bool) -> Array:
-  update = nn.Dropout(config.dropout_rate)(update, deterministic=deterministic)
+  update = Dropout(config.dropout_rate)(update, deterministic)
   return nn.with_logical_constraint(x + update, ('batch', 'length', 'embed'))
 
 
@@ -440,7 +441,7 @@ class Encoder(nn.Module):
     """embedded [b, l, d] (token embeddings, possibly with a prompt), mask [b, l] bool."""
     config = self.config
     length, num_prefix = embedded.shape[1], _prefix_length(prefix)
-    x = nn.Dropout(config.dropout_rate)(embedded, deterministic=deterministic)
+    x = Dropout(config.dropout_rate)(embedded, deterministic)
     x = nn.with_logical_constraint(x.astype(config.compute_dtype), ('batch', 'length', 'embed'))
     bias = RelativePositionBias(config, bidirectional=True, name='relpos_bias')(
         length, num_prefix + length, query_offset=num_prefix)
@@ -448,7 +449,7 @@ class Encoder(nn.Module):
     x = _run_layers(EncoderLayer, config, config.num_encoder_layers, x, bias, per_layer=prefix,
                     deterministic=deterministic)
     x = RMSNorm(config, name='encoder_norm')(x)
-    return nn.Dropout(config.dropout_rate)(x, deterministic=deterministic)
+    return Dropout(config.dropout_rate)(x, deterministic)
 
 
 class Decoder(nn.Module):
@@ -462,7 +463,7 @@ class Decoder(nn.Module):
                cross_prefix: Optional[PrefixKV] = None) -> Array:
     """Returns float32 logits [b, l, v]. `embedding` [v, d] is the tied LM head's weight."""
     config = self.config
-    y = nn.Dropout(config.dropout_rate)(embedded, deterministic=deterministic)
+    y = Dropout(config.dropout_rate)(embedded, deterministic)
     y = nn.with_logical_constraint(y.astype(config.compute_dtype), ('batch', 'length', 'embed'))
     relpos = RelativePositionBias(config, bidirectional=False, name='relpos_bias')
     num_prefix = _prefix_length(self_prefix)
@@ -484,7 +485,7 @@ class Decoder(nn.Module):
     y = _run_layers(DecoderLayer, config, config.num_decoder_layers, y, encoded, self_bias,
                     cross_bias, per_layer=prefixes, deterministic=deterministic, decode=decode)
     y = RMSNorm(config, name='decoder_norm')(y)
-    y = nn.Dropout(config.dropout_rate)(y, deterministic=deterministic)
+    y = Dropout(config.dropout_rate)(y, deterministic)
     if config.scale_decoder_outputs:
       y = y * config.d_model ** -0.5
     if config.tie_word_embeddings:
