@@ -60,13 +60,13 @@ def main():
     with torch.inference_mode():
       hf(input_ids=torch_inputs, decoder_input_ids=torch_decoder_inputs)
 
-  ours_s, torch_s = side_by_side(run_ours, run_torch, args.repeats)
+  ours_s, torch_s = side_by_side(run_ours, run_torch, repeats=args.repeats)
   cached_s, uncached_s = side_by_side(
       lambda: decode.greedy_decode(model, params, jax_inputs, args.decode_length)
       .block_until_ready(),
       lambda: decode.greedy_decode_uncached(model, params, jax_inputs, args.decode_length)
       .block_until_ready(),
-      args.repeats)
+      repeats=args.repeats)
 
   result = {
       'machine': machine(jax),

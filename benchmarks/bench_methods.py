@@ -64,13 +64,13 @@ def main():
     prompt = Trainer(config, params, 'prompt_tuning', (1, 1), *lengths)
     for method in METHODS:
       other = Trainer(config, params, method, (1, 1), *lengths, reparam_hidden=args.hidden)
-      method_s, prompt_s = side_by_side(other, prompt, args.repeats)
+      method_s, prompt_s = side_by_side(other, prompt, repeats=args.repeats)
       rows.append({'measure': f'{method} step / prompt-tuning step', 'a_s': method_s,
                    'b_s': prompt_s, 'ratio': method_s / prompt_s})
     ours = Trainer(config, params, 'prefix_tuning', (1, 1), *lengths, reparam_hidden=args.hidden,
                    attention=('decoder_self',))
     theirs = peft_prefix_trainer(f'{tmp}/{args.size}', *lengths, args.hidden)
-    ours_s, peft_s = side_by_side(ours, theirs, args.repeats)
+    ours_s, peft_s = side_by_side(ours, theirs, repeats=args.repeats)
     rows.append({'measure': 't5prompt / PEFT (PyTorch) prefix tuning, decoder self-attention, '
                             'examples per second', 'a': args.batch / ours_s,
                  'b': args.batch / peft_s, 'ratio': peft_s / ours_s})

@@ -216,14 +216,14 @@ def main():
       prompt = Trainer(config, params, 'prompt_tuning', (1, 1), *lengths)
       model = Trainer(config, params, 'model_tuning', (1, 1), args.batch, args.input_length,
                       args.target_length, 0)
-      prompt_s, model_s = side_by_side(prompt, model, args.repeats)
+      prompt_s, model_s = side_by_side(prompt, model, repeats=args.repeats)
       rows.append({'measure': f'{size}: prompt-tuning step / model-tuning step',
                    'a_s': prompt_s, 'b_s': model_s, 'ratio': prompt_s / model_s})
       if size == sizes[0]:  # the same ratio for PyTorch (PEFT prompt tuning / fine-tuning)
         peft_prompt_s, torch_model_s = side_by_side(
             peft_trainer(directory, *lengths),
             torch_model_tuning(directory, args.batch, args.input_length, args.target_length),
-            args.repeats)
+            repeats=args.repeats)
         rows.append({'measure': f'{size}: PEFT prompt-tuning step / PyTorch model-tuning step',
                      'a_s': peft_prompt_s, 'b_s': torch_model_s,
                      'ratio': peft_prompt_s / torch_model_s})
@@ -238,7 +238,7 @@ def main():
           for peft_dtype in dict.fromkeys(('float32', dtype)):
             peft_step = peft_fp32 if peft_dtype == 'float32' else peft_trainer(
                 directory, *lengths, dtype=peft_dtype)
-            ours_s, peft_s = side_by_side(ours, peft_step, args.repeats)
+            ours_s, peft_s = side_by_side(ours, peft_step, repeats=args.repeats)
             rows.append({'measure': f'{size}: t5prompt {dtype} / PEFT (PyTorch) {peft_dtype} '
                                     'prompt tuning, examples per second',
                          'a': args.batch / ours_s, 'b': args.batch / peft_s,
@@ -252,16 +252,16 @@ def main():
                                       f'{100 * flops / peft_s / peak:.0f}%)',
                            'a': flops / ours_s / 1e9, 'b': flops / peft_s / 1e9,
                            'ratio': peft_s / ours_s})
-        # Dropout at the default config's 0.1 (the rows above run without, as PEFT's does).
-        ours_dropout_s, ours_s = side_by_side(
-            Trainer(config.replace(dropout_rate=0.1), params, 'prompt_tuning', (1, 1), *lengths),
-            prompt, args.repeats)
-        peft_dropout_s, peft_s = side_by_side(
-            peft_trainer(directory, *lengths, dropout_rate=0.1), peft_fp32, args.repeats)
-        rows.append({'measure': f'{size}: fp32 prompt-tuning step, dropout 0.1 / none, '
-                                't5prompt / PEFT (ratio: examples per second at 0.1)',
-                     'a': ours_dropout_s / ours_s, 'b': peft_dropout_s / peft_s,
-                     'ratio': peft_dropout_s / ours_dropout_s})
+          # Dropout at the default config's 0.1 on both sides (the rows above run without).
+          ours_dropout_s, ours_s, peft_dropout_s, peft_s = side_by_side(
+              Trainer(config.replace(dropout_rate=0.1), params, 'prompt_tuning', (1, 1),
+                      *lengths, dtype=dtype), ours,
+              peft_trainer(directory, *lengths, dtype=dtype, dropout_rate=0.1), peft_step,
+              repeats=args.repeats)
+          rows.append({'measure': f'{size}: {dtype} prompt-tuning step, dropout 0.1 / none, '
+                                  't5prompt / PEFT (ratio: examples per second at 0.1)',
+                       'a': ours_dropout_s / ours_s, 'b': peft_dropout_s / peft_s,
+                       'ratio': peft_dropout_s / ours_dropout_s})
         prompt_bytes = prompt.run.state.trainable['prompt']['prompt'].nbytes
         state_bytes = sum(x.nbytes for x in jax.tree.leaves(prompt.run.state.opt_state))
         rows.append({'measure': f'{size}: optimizer-state bytes / prompt bytes',
@@ -280,7 +280,7 @@ def main():
                      'ratio': result['checkpoint_bytes_prompt_tuning']
                      / result['checkpoint_bytes_model_tuning']})
         eight = Trainer(config, params, 'prompt_tuning', (8, 1), *lengths)
-        eight_s, one_s = side_by_side(eight, prompt, args.repeats)
+        eight_s, one_s = side_by_side(eight, prompt, repeats=args.repeats)
         rows.append({'measure': f'{size}: prompt-tuning step, 8 devices / 1 device '
                                 f'({jax.devices()[0].platform}, data parallel)',
                      'a_s': eight_s, 'b_s': one_s, 'ratio': eight_s / one_s})

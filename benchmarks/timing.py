@@ -17,14 +17,15 @@ def median_seconds(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def side_by_side(fn_a, fn_b, repeats: int, rounds: int = 3) -> tuple[float, float]:
-  """Alternates rounds of A and B so drift in machine load hits both; returns the medians."""
-  fn_a(), fn_b()  # warm-up (and compile)
-  a, b = [], []
+def side_by_side(*fns, repeats: int, rounds: int = 3) -> tuple[float, ...]:
+  """Alternates rounds of the functions so drift in machine load hits all; returns the medians."""
+  for fn in fns:
+    fn()  # warm-up (and compile)
+  times = [[] for _ in fns]
   for _ in range(rounds):
-    a.append(median_seconds(fn_a, repeats))
-    b.append(median_seconds(fn_b, repeats))
-  return statistics.median(a), statistics.median(b)
+    for fn, seconds in zip(fns, times):
+      seconds.append(median_seconds(fn, repeats))
+  return tuple(statistics.median(seconds) for seconds in times)
 
 
 def machine(jax_module) -> str:
