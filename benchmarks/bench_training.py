@@ -15,8 +15,9 @@
    `jnp.dot`), as % of that peak;
 6. with `--dtypes float32,bfloat16`: the bf16 compute mode (`model.dtype`) against PEFT in fp32
    and in bf16;
-7. what dropout 0.1 (the default config's) adds to a prompt-tuning step, on each side (the rows
-   above run without dropout on both sides), and t5prompt / PEFT examples per second with it.
+7. what dropout 0.1 (the default config's) adds to a prompt-tuning step, on each side and in each
+   of `--dtypes` (the rows above run without dropout), and t5prompt / PEFT examples per second
+   with it.
 `--threads N` pins the process to the last N cores and both sides to N threads (XLA's CPU thread pool,
 torch.set_num_threads); the load average before and after is recorded and a run started on a
 busy machine (load above the pinned threads + 1) is marked as such. On a GPU this script also reports
