@@ -53,11 +53,12 @@ def flat_index(shape):
   """Each element's row-major index in an array of `shape` (< 2^64 elements), as (high, low)
   uint32 words."""
   high, low = jnp.zeros(shape, _U32), jnp.zeros(shape, _U32)
+  may_carry = math.prod(shape) > 2 ** 32  # else every partial sum fits in the low word
   for axis, length in enumerate(shape):
     term_high, term_low = _wide_product(jax.lax.broadcasted_iota(_U32, shape, axis),
                                         length - 1, math.prod(shape[axis + 1:]))
     summed = low + term_low
-    if math.prod(shape) > 2 ** 32:  # a carry into the high word is possible
+    if may_carry:
       high = high + (summed < low).astype(_U32) + (0 if term_high is None else term_high)
     low = summed
   return high, low
