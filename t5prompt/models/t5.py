@@ -191,11 +191,14 @@ class DenseGeneral(nn.Module):
     init = _fan_in(self.init_scale, self.distribution, self.contract_dims, len(shape))
     kernel = self.param('kernel', nn.with_logical_partitioning(init, self.kernel_axes), shape,
                         jnp.float32)
-    letters = 'abcdefghijklmnopqrstuvwxyz'
-    batch, contracted = x.ndim - self.contract_dims, letters[x.ndim - self.contract_dims:x.ndim]
-    outputs = letters[x.ndim:x.ndim + len(self.features)]
-    spec = f'{letters[:batch]}{contracted},{contracted}{outputs}->{letters[:batch]}{outputs}'
-    return einsum(spec, x, kernel, self.dtype).astype(self.dtype)
+    # One 2-D matmul over the flattened input and output dims (free reshapes). A dot with
+    # several contracted or output dims is canonicalised by XLA with a transposed copy of the
+    # kernel in the backward, every step (measured on CPU: 6% of an fp32 step at Small).
+    batch_shape = x.shape[:x.ndim - self.contract_dims]
+    batch = 'abcdefghijklmnopqrstuvwx'[:len(batch_shape)]
+    flat = einsum(f'{batch}y,yz->{batch}z', x.reshape(*batch_shape, math.prod(in_shape)),
+                  kernel.reshape(math.prod(in_shape), math.prod(self.features)), self.dtype)
+    return flat.reshape(*batch_shape, *self.features).astype(self.dtype)
 
 
 class RelativePositionBias(nn.Module):
