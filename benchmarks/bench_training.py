@@ -1,7 +1,7 @@
 """Training speed and size, as ratios measured side by side in one run.
 
   python benchmarks/bench_training.py [--sizes t5-v1_1-small,t5-v1_1-base] [--batch 8]
-      [--threads 1] [--dtypes float32,bfloat16] [--scan-layers false]
+      [--threads 1] [--dtypes float32,bfloat16] [--scan-layers true] [--compare-layouts]
 
 1. prompt-tuning step / model-tuning step, same size, batch and encoder length (prompt + input),
    at each size. The limit is ~0.67: forward + activation backward, no weight gradients. At the
@@ -17,7 +17,9 @@
    and in bf16;
 7. what dropout 0.1 (the default config's) adds to a prompt-tuning step, on each side and in each
    of `--dtypes` (the rows above run without dropout), and t5prompt / PEFT examples per second
-   with it.
+   with it;
+8. with `--compare-layouts`: scanned / unrolled layers (`model.scan_layers`), the first step
+   (compilation) and the step, for prompt and model tuning at each size and dtype.
 `--threads N` pins the process to the last N cores and both sides to N threads (XLA's CPU thread pool,
 torch.set_num_threads); the load average before and after is recorded and a run started on a
 busy machine (load above the pinned threads + 1) is marked as such. On a GPU this script also reports
@@ -57,7 +59,7 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 from flax import linen as nn  # pylint: disable=wrong-import-position
 
-from t5prompt.backbone import Backbone  # pylint: disable=wrong-import-position
+from t5prompt.backbone import Backbone, scan_layers  # pylint: disable=wrong-import-position
 from t5prompt.build import build  # pylint: disable=wrong-import-position
 from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-position
 from t5prompt.models import T5, get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
@@ -104,6 +106,30 @@ class Trainer:
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
     return float(analysis['flops'])
+
+
+def layout_rows(size, config, params, lengths, args) -> list[dict]:
+  """Scanned (stacked) / unrolled layers, for prompt and model tuning in each of `--dtypes`:
+  the first step of a new trainer (compilation included) and the step, side by side."""
+  batch, prompt_input, target_length, prompt_length = lengths
+  layouts = {'scanned': (config, params),
+             'unrolled': (config.replace(scan_layers=False), unstack_layers(params))}
+  rows = []
+  for dtype in args.dtypes.split(','):
+    for method, method_lengths in (('prompt_tuning', lengths),
+                                   ('model_tuning', (batch, args.input_length, target_length, 0))):
+      trainers, first_s = [], []
+      for layout_config, layout_params in layouts.values():
+        trainers.append(Trainer(layout_config, layout_params, method, (1, 1), *method_lengths,
+                                dtype=dtype))
+        first_s.append(median_seconds(trainers[-1], 1))
+      steps_s = side_by_side(*trainers, repeats=args.repeats)
+      label = f'{size}: {method} {dtype}, scanned / unrolled layers'
+      rows.append({'measure': f'{label}, first step (compilation)',
+                   'a_s': first_s[0], 'b_s': first_s[1], 'ratio': first_s[0] / first_s[1]})
+      rows.append({'measure': f'{label}, step', 'a_s': steps_s[0], 'b_s': steps_s[1],
+                   'ratio': steps_s[0] / steps_s[1]})
+  return rows
 
 
 def matmul_peak_flops(size: int = 1024, repeats: int = 10) -> float:
@@ -193,10 +219,14 @@ def main():
                       help='pin to this many cores and threads (0: as the machine gives)')
   parser.add_argument('--dtypes', default='float32',
                       help='compute dtypes to time against PEFT, e.g. float32,bfloat16')
-  parser.add_argument('--scan-layers', type=lambda v: v.lower() == 'true', default=True,
-                      help='model.scan_layers of the timed models (true: the default)')
+  parser.add_argument('--scan-layers', type=lambda v: v.lower() == 'true', default=None,
+                      help='model.scan_layers of the timed models, true or false (default: as '
+                           'the train loop picks by backend: unrolled on CPU, scanned on GPU/TPU)')
+  parser.add_argument('--compare-layouts', action='store_true',
+                      help='also time both layer layouts: first step (compilation) and step')
   parser.add_argument('--output', default='benchmarks/results/training.json')
   args = parser.parse_args()
+  args.scan_layers = scan_layers(args.scan_layers)
   sizes = args.sizes.split(',')
   prompt_input = args.input_length - args.prompt_length  # same encoder length for both methods
   lengths = (args.batch, prompt_input, args.target_length, args.prompt_length)
@@ -211,7 +241,9 @@ def main():
   with tempfile.TemporaryDirectory() as tmp:
     for size in sizes:
       directory = f'{tmp}/{size}'
-      config, params = random_backbone(size, directory)
+      config, params = random_backbone(size, directory)  # stacked
+      if args.compare_layouts:
+        rows += layout_rows(size, config, params, lengths, args)
       if not args.scan_layers:
         config, params = config.replace(scan_layers=False), unstack_layers(params)
       prompt = Trainer(config, params, 'prompt_tuning', (1, 1), *lengths)

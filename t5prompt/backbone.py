@@ -4,7 +4,7 @@ directory's own `spiece.model`, else `model.vocabulary`, else T5's)."""
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,7 @@ from flax import linen as nn
 
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, T5Config, get_size
-from t5prompt.models.convert import VOCABULARY_FILE, load_backbone, params_hash
+from t5prompt.models.convert import VOCABULARY_FILE, load_backbone, params_hash, unstack_layers
 from t5prompt.models.streaming import is_lazy
 
 
@@ -39,20 +39,30 @@ def _vocabulary_name(model_config) -> str:
   return model_config.vocabulary
 
 
+def scan_layers(setting: Optional[bool]) -> bool:
+  """`model.scan_layers`, None chosen by backend: unrolled on CPU (XLA's CPU runtime copies
+  each layer's weights out of a stack every step), scanned on GPU/TPU."""
+  return jax.default_backend() != 'cpu' if setting is None else setting
+
+
 def load_model_backbone(model_config, stream: bool = False) -> Backbone:
   """The frozen backbone a config's `model` section names. With `stream`, a safetensors
   checkpoint's params stay unread (`models.streaming`) until they are placed on their
   shardings, a block per device: no whole float32 copy on the host (the train loop)."""
   overrides = dict(dtype=model_config.dtype, dropout_rate=model_config.dropout_rate,
-                   scan_layers=model_config.scan_layers, remat_policy=model_config.remat_policy)
+                   scan_layers=scan_layers(model_config.scan_layers),
+                   remat_policy=model_config.remat_policy)
   if model_config.checkpoint:
     config, params = load_backbone(model_config.checkpoint, lazy=stream, **overrides)
     source = model_config.checkpoint
   else:
     config = get_size(model_config.size).replace(**overrides)
     tokens = jnp.ones((1, 8), jnp.int32)
-    params = nn.unbox(jax.jit(T5(config).init)(jax.random.key(model_config.init_seed),
-                                               tokens, tokens)['params'])
+    # Drawn as a stack in either layout, so a seed names the same weights on every backend.
+    params = nn.unbox(jax.jit(T5(config.replace(scan_layers=True)).init)(
+        jax.random.key(model_config.init_seed), tokens, tokens)['params'])
+    if not config.scan_layers:
+      params = unstack_layers(params)
     source = f'random:{model_config.size}:seed{model_config.init_seed}'
     if model_config.vocabulary:
       source += f':{model_config.vocabulary}'

@@ -144,7 +144,7 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best', splits: tuple[
                      'for autoprompt: triggers.json); rerun `t5prompt train` to redo it.')
   backbone = load_model_backbone(config.model)
   run_dir = RunDir(workdir)
-  check_or_write_manifest(run_dir, config, backbone, method.uses_prompt)  # or refuse
+  check_or_write_manifest(run_dir, config, backbone, method)  # or refuse
   partitioning = make_partitioning(config.partitioning.mesh, config.partitioning.shard_embed)
   with partitioning.activate():
     run = build(config, backbone, partitioning)

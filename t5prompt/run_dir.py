@@ -149,9 +149,10 @@ class RunDir:
     return Result.from_json(json.loads(path.read_text()), str(self.path))
 
   def finished(self, config, defaults=None) -> bool:
-    """Whether result.json holds a finished run of exactly this config. A field the saved
-    config lacks (added to t5prompt since the run) matches when it holds its value in
-    `defaults` (the default config): new fields default to the old behaviour."""
+    """Whether result.json holds a finished run of this config: every field equal but those
+    that only lay the run out on the hardware (`LAYOUT_FIELDS`). A field the saved config lacks
+    (added to t5prompt since the run) matches when it holds its value in `defaults` (the
+    default config): new fields default to the old behaviour."""
     try:
       result = self.result()
     except (ValueError, json.JSONDecodeError):
@@ -160,7 +161,8 @@ class RunDir:
       return False
     current = json.loads(config.to_json())
     defaults = json.loads(defaults.to_json()) if defaults is not None else {}
-    return not _diff(result.config, current, added_since=defaults)
+    return not _diff(_without_layout(result.config), _without_layout(current),
+                     added_since=_without_layout(defaults))
 
   def write_result(self, result: Result) -> None:
     atomic.write_json(self.path / RESULT, result.to_json())
@@ -319,6 +321,21 @@ class WorkdirBusyError(RuntimeError):
 
 _ABSENT = object()
 
+# Config fields that say how a run is laid out on the hardware, not what it computes: a run
+# finished on another mesh or layer layout (`model.scan_layers` None picks it by backend) is
+# the same run.
+LAYOUT_FIELDS = (('partitioning',), ('model', 'scan_layers'), ('model', 'remat_policy'))
+
+
+def _without_layout(config: dict) -> dict:
+  config = json.loads(json.dumps(config))  # a copy
+  for *parents, leaf in LAYOUT_FIELDS:
+    node = config
+    for key in parents:
+      node = node.get(key, {})
+    node.pop(leaf, None)
+  return config
+
 
 def _diff(saved: Any, current: Any, prefix: str = '', added_since: Any = None) -> list[str]:
   """The fields that differ, one line each. With `added_since` (the defaults), a field only
@@ -336,18 +353,22 @@ def _diff(saved: Any, current: Any, prefix: str = '', added_since: Any = None) -
   return [] if saved == current else [f'  {prefix[:-1]}: saved {saved!r}, now {current!r}']
 
 
-def manifest(config, backbone, uses_prompt: bool) -> dict[str, Any]:
-  """What a resumed run must share with the run that wrote the checkpoints."""
+def manifest(config, backbone, method) -> dict[str, Any]:
+  """What a resumed run of `method` (a `prompts.methods.Method`) must share with the run that
+  wrote the checkpoints."""
+  model = {'dtype': config.model.dtype, 'dropout_rate': config.model.dropout_rate}
+  if method.trains_backbone:  # its checkpoints hold the layers, in the layout they were loaded
+    model['scan_layers'] = backbone.config.scan_layers  # (None in the config: by backend)
   return {
       'backbone': {'source': backbone.source, 'params_hash': backbone.params_hash,
                    'd_model': backbone.config.d_model},
       'method': config.method,
-      'prompt': config.prompt.to_dict() if uses_prompt else None,
+      'prompt': config.prompt.to_dict() if method.uses_prompt else None,
       'task': {key: config.task[key] for key in ('name', 'train_split', 'input_length',
                                                  'target_length')},
       'mixture': list(config.task.mixture),
       'optimizer': config.optimizer.to_dict(),
-      'model': {'dtype': config.model.dtype, 'dropout_rate': config.model.dropout_rate},
+      'model': model,
       'train': {'batch_size': config.train.batch_size, 'seed': config.train.seed},
   }
 

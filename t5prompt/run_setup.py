@@ -38,13 +38,13 @@ def target_length(config, spec) -> int:
   return config.task.target_length or spec.target_length
 
 
-def check_or_write_manifest(run_dir: RunDir, config, backbone, uses_prompt: bool,
+def check_or_write_manifest(run_dir: RunDir, config, backbone, method: methods.Method,
                             write: bool = True) -> bool:
   """The run's manifest written (a new run) or checked (a resume: fields added to t5prompt since
   the run started match while they hold the default config's value). True on a resume."""
   return run_dir.check_or_write_manifest(
-      manifest(config, backbone, uses_prompt), write=write,
-      defaults=manifest(default_config(), backbone, uses_prompt))
+      manifest(config, backbone, method), write=write,
+      defaults=manifest(default_config(), backbone, method))
 
 
 def load_train_data(config, vocabulary) -> pipeline.TokenizedSplit:

@@ -24,7 +24,7 @@ from t5prompt.evaluate import evaluate
 from t5prompt.models.t5 import T5
 from t5prompt.partitioning import Partitioning, logical_param_specs, to_host
 from t5prompt.preemption import Preempted, StopSignal
-from t5prompt.prompts import autoprompt
+from t5prompt.prompts import autoprompt, methods
 from t5prompt.run_dir import Result, RunDir
 from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.run_setup import check_or_write_manifest, load_eval_sets, load_train_data
@@ -74,7 +74,8 @@ def search(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   allowed = autoprompt.allowed_ids(vocabulary, embedding.shape[0])
 
   run_dir.path.mkdir(parents=True, exist_ok=True)
-  resuming = check_or_write_manifest(run_dir, config, backbone, True, write=is_writer)
+  resuming = check_or_write_manifest(run_dir, config, backbone, methods.get(config.method),
+                                     write=is_writer)
   if is_writer:
     run_dir.write_config(config)
   saved = run_dir.search_state() if resuming else None

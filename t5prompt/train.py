@@ -96,8 +96,7 @@ def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   run = build(config, backbone, partitioning)
 
   run_dir.path.mkdir(parents=True, exist_ok=True)
-  resuming = check_or_write_manifest(run_dir, config, backbone, run.method.uses_prompt,
-                                     write=is_writer)
+  resuming = check_or_write_manifest(run_dir, config, backbone, run.method, write=is_writer)
   if is_writer:
     run_dir.write_config(config)
   checkpoints = RunCheckpoints(run_dir.path, keep=config.train.keep_checkpoints)

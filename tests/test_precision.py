@@ -1,6 +1,6 @@
 """The bf16 compute mode: bf16 matmul operands with float32 accumulation in the forward and the
-backward, frozen matrices stored in bf16 without changing the outputs, and the CPU's unrolled
-layer loop computing what the rolled one does."""
+backward, frozen matrices stored in bf16 without changing the outputs, kernels read as stored
+(no per-step copies), and the CPU's unrolled layer loop computing what the rolled one does."""
 
 import re
 
@@ -12,7 +12,7 @@ import pytest
 
 from t5prompt.build import stored_dtypes
 from t5prompt.models import T5, get_size
-from t5prompt.models.t5 import einsum
+from t5prompt.models.t5 import DenseGeneral, einsum
 
 BF16 = jnp.bfloat16
 
@@ -63,6 +63,35 @@ def test_bf16_einsum_accumulates_in_float32_forward_and_backward(spec, a_shape, 
   kinds = ['bf16' if x.count('bf16') == 2 else 'f32' if x.count('f32') == 2 else x
            for x in operands]
   assert sorted(kinds) == (['bf16', 'bf16', 'f32'] if weight else ['bf16'] * 3), operands
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+@pytest.mark.parametrize('features,kernel_axes,x_shape', [
+    ((4, 16), ('embed', 'heads', 'kv'), (2, 8, 32)),  # query/key/value: 2 output dims
+    ((32,), ('heads', 'kv', 'embed'), (2, 8, 4, 16))])  # attention out: 2 contracted dims
+def test_the_backward_reads_each_kernel_as_stored(dtype, features, kernel_axes, x_shape):
+  """Only matmuls read a kernel (stored in the compute dtype, as `build` stores a frozen one):
+  XLA makes no transposed copy of it for the backward, which cost every step 6% in fp32."""
+  layer = DenseGeneral(features=features, kernel_axes=kernel_axes,
+                       contract_dims=len(kernel_axes) - len(features), dtype=dtype)
+  x = jnp.ones(x_shape, dtype)
+  kernel = nn.unbox(layer.init(jax.random.key(0), x))['params']['kernel'].astype(dtype)
+  grad = jax.jit(jax.grad(
+      lambda x, kernel: jnp.sum(layer.apply({'params': {'kernel': kernel}}, x) ** 2)))
+  hlo = grad.lower(x, kernel).compile().as_text()
+  entry = hlo[hlo.index('\nENTRY'):].splitlines()
+  names = [next(re.search(r'(%\S+) = ', line).group(1) for line in entry
+                if 'parameter(1)' in line)]
+  readers = []
+  while names:  # a bitcast (a free reshape) passes the kernel on as stored: follow it
+    name = names.pop()
+    for line in entry:
+      if re.search(re.escape(name) + r'[,)]', line) and not line.lstrip().startswith(name + ' '):
+        if ' bitcast(' in line:
+          names.append(re.search(r'(%\S+) = ', line).group(1))
+        else:
+          readers.append(line)
+  assert readers and all('__ynn_fusion' in line or ' dot(' in line for line in readers), readers
 
 
 def test_float32_einsum_is_jnp_einsum():

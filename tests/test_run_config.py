@@ -1,11 +1,14 @@
 """Configs: Python files with overrides, validated before any compute; bad input is refused
 with a message that names the problem and writes nothing."""
 
+import jax
 import pytest
 
 from t5prompt import cli
+from t5prompt.backbone import load_model_backbone, scan_layers
 from t5prompt.data.tasks import get_task_spec
-from t5prompt.run_config import apply_override, default_config, load_config
+from t5prompt.run_config import apply_override, default_config, load_config, load_run_config
+from t5prompt.run_dir import RunDir
 
 from conftest import REPO
 
@@ -36,6 +39,28 @@ def test_paper_defaults():
   assert (config.task.input_length, config.task.target_length) == (512, 0)
   assert get_task_spec(config.task.name).target_length == 8
   assert config.model.dropout_rate == 0.1
+
+
+def test_layer_layout_is_chosen_by_backend_unless_set(tmp_path):
+  config = default_config()
+  assert config.model.scan_layers is None
+  assert scan_layers(None) is (jax.default_backend() != 'cpu') and scan_layers(True) is True
+  config.model.size = 'tiny-v1_1'
+  unrolled = load_model_backbone(config.model)
+  assert 'layers_0' in unrolled.params['encoder']  # on CPU
+  apply_override(config, 'model.scan_layers=true')
+  stacked = load_model_backbone(config.model)
+  assert 'layers' in stacked.params['encoder']
+  assert stacked.params_hash == unrolled.params_hash  # a seed names the same random weights
+  apply_override(config, 'model.scan_layers=no')
+  assert config.model.scan_layers is False
+  with pytest.raises(ValueError, match=r"'model.scan_layers' takes a bool value .*got 'often'"):
+    apply_override(config, 'model.scan_layers=often')
+  # A run directory keeps what its config said: a layout, or None (by backend).
+  for value in (True, None):
+    config.model.scan_layers = value
+    RunDir(tmp_path).write_config(config)
+    assert load_run_config(tmp_path).model.scan_layers is value
 
 
 @pytest.mark.parametrize('override, message', [

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from t5prompt import cli, sweep
+from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
 from t5prompt.run_dir import RunDir, manifest
 
@@ -157,17 +158,49 @@ def test_a_run_saved_before_a_field_existed_is_finished_while_the_field_holds_it
   assert not run.finished(config, default_config())
 
 
+def test_a_run_finished_on_another_layout_is_the_same_run(tmp_path):
+  """The mesh and the layer layout say how a run ran, not what it computed: a sweep finished
+  with scanned layers (the default before `model.scan_layers` None) is not run again."""
+  saved = default_config()
+  saved.model.scan_layers, saved.partitioning.mesh = True, (2, 4)
+  (tmp_path / 'result.json').write_text(json.dumps(
+      {'config': json.loads(saved.to_json()), 'model_size': 'small', 'method': 'prompt_tuning',
+       'task': 'x', 'seed': 0, 'metrics': {}}))
+  run, config = RunDir(tmp_path), default_config()
+  assert config.model.scan_layers is None and run.finished(config, default_config())
+  config.model.dtype = 'bfloat16'  # what it computes
+  assert not run.finished(config, default_config())
+
+
 def test_a_resume_accepts_fields_added_since_while_they_hold_their_default(tmp_path):
   backbone = SimpleNamespace(source='random:x', params_hash='abc',
                              config=SimpleNamespace(d_model=8))
-  config = default_config()
-  saved = manifest(config, backbone, True)
+  config, prompt_tuning = default_config(), methods.get('prompt_tuning')
+  saved = manifest(config, backbone, prompt_tuning)
   del saved['prompt']['trigger_init']  # a run started before the field existed
   (tmp_path / 'manifest.json').write_text(json.dumps(saved))
-  run, defaults = RunDir(tmp_path), manifest(default_config(), backbone, True)
-  assert run.check_or_write_manifest(manifest(config, backbone, True), defaults=defaults)
+  run, defaults = RunDir(tmp_path), manifest(default_config(), backbone, prompt_tuning)
+  assert run.check_or_write_manifest(manifest(config, backbone, prompt_tuning),
+                                     defaults=defaults)
   with pytest.raises(ValueError, match='refusing to resume'):
-    run.check_or_write_manifest(manifest(config, backbone, True))  # exact without defaults
+    run.check_or_write_manifest(manifest(config, backbone, prompt_tuning))  # exact, no defaults
   config.prompt.trigger_init = 'a'
   with pytest.raises(ValueError, match="prompt.trigger_init: saved None, now 'a'"):
-    run.check_or_write_manifest(manifest(config, backbone, True), defaults=defaults)
+    run.check_or_write_manifest(manifest(config, backbone, prompt_tuning), defaults=defaults)
+
+
+def test_a_resume_on_the_other_layer_layout_is_refused(tmp_path):
+  """`model.scan_layers` None picks the layout by backend: a model-tuning checkpoint written
+  with unrolled layers (CPU) cannot be resumed as a stack (GPU) unless the config says so."""
+  unrolled, stacked = (SimpleNamespace(source='random:x', params_hash='abc',
+                                       config=SimpleNamespace(d_model=8, scan_layers=scan))
+                       for scan in (False, True))
+  config, model_tuning = default_config('model_tuning'), methods.get('model_tuning')
+  run = RunDir(tmp_path)
+  assert not run.check_or_write_manifest(manifest(config, unrolled, model_tuning))
+  with pytest.raises(ValueError, match='model.scan_layers: saved False, now True'):
+    run.check_or_write_manifest(manifest(config, stacked, model_tuning),
+                                defaults=manifest(default_config(), stacked, model_tuning))
+  # A prompt's checkpoints hold no layers: its run resumes on either layout.
+  prompt_tuning = methods.get('prompt_tuning')
+  assert 'scan_layers' not in manifest(config, stacked, prompt_tuning)['model']
