@@ -22,7 +22,7 @@ import jax  # pylint: disable=wrong-import-position
 
 from bench_training import (Trainer, random_backbone,  # pylint: disable=wrong-import-position
                             torch_train_step)
-from timing import machine, side_by_side, write_rows  # pylint: disable=wrong-import-position
+from timing import Rows, machine, side_by_side, write_rows  # pylint: disable=wrong-import-position
 
 METHODS = ('p_tuning', 'prefix_tuning', 'deep_prompt_tuning')
 
@@ -57,7 +57,7 @@ def main():
   args = parser.parse_args()
   lengths = (args.batch, args.input_length, args.target_length, args.prompt_length)
   result = {'machine': machine(jax), 'size': args.size, 'batch': args.batch,
-            'input_length': args.input_length, 'prompt_length': args.prompt_length, 'rows': []}
+            'input_length': args.input_length, 'prompt_length': args.prompt_length, 'rows': Rows()}
   rows = result['rows']
   with tempfile.TemporaryDirectory() as tmp:
     config, params = random_backbone(args.size, f'{tmp}/{args.size}')

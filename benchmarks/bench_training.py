@@ -66,7 +66,7 @@ from t5prompt.models import T5, get_size, load_hf, save_hf  # pylint: disable=wr
 from t5prompt.models.convert import unstack_layers  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.plan import run_config_for  # pylint: disable=wrong-import-position
-from timing import (machine, median_seconds, side_by_side,  # pylint: disable=wrong-import-position
+from timing import (Rows, machine, median_seconds, side_by_side,  # pylint: disable=wrong-import-position
                     write_rows)
 
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
@@ -108,7 +108,7 @@ class Trainer:
     return float(analysis['flops'])
 
 
-def layout_rows(size, config, params, lengths, args) -> list[dict]:
+def add_layout_rows(rows, size, config, params, lengths, args) -> None:
   """Scanned (stacked) / unrolled layers, for prompt and model tuning in each of `--dtypes`:
   the first step of a new trainer (compilation included) and the step, side by side."""
   batch, prompt_input, target_length, prompt_length = lengths
@@ -129,7 +129,6 @@ def layout_rows(size, config, params, lengths, args) -> list[dict]:
                    'a_s': first_s[0], 'b_s': first_s[1], 'ratio': first_s[0] / first_s[1]})
       rows.append({'measure': f'{label}, step', 'a_s': steps_s[0], 'b_s': steps_s[1],
                    'ratio': steps_s[0] / steps_s[1]})
-  return rows
 
 
 def matmul_peak_flops(size: int = 1024, repeats: int = 10) -> float:
@@ -233,7 +232,7 @@ def main():
   result = {'machine': machine(jax), 'batch': args.batch, 'encoder_length': args.input_length,
             'target_length': args.target_length, 'prompt_length': args.prompt_length,
             'scan_layers': args.scan_layers,
-            'threads': args.threads or os.cpu_count(), 'load_before': load_average(), 'rows': []}
+            'threads': args.threads or os.cpu_count(), 'load_before': load_average(), 'rows': Rows()}
   rows = result['rows']
   peak = matmul_peak_flops()
   result['matmul_peak_gflops'] = peak / 1e9
@@ -243,7 +242,7 @@ def main():
       directory = f'{tmp}/{size}'
       config, params = random_backbone(size, directory)  # stacked
       if args.compare_layouts:
-        rows += layout_rows(size, config, params, lengths, args)
+        add_layout_rows(rows, size, config, params, lengths, args)
       if not args.scan_layers:
         config, params = config.replace(scan_layers=False), unstack_layers(params)
       prompt = Trainer(config, params, 'prompt_tuning', (1, 1), *lengths)

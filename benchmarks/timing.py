@@ -5,6 +5,7 @@ import os
 import platform
 from pathlib import Path
 import statistics
+import sys
 import time
 
 
@@ -34,14 +35,28 @@ def machine(jax_module) -> str:
           f'{device.platform} ({device.device_kind})')
 
 
+class Rows(list):
+  """A benchmark's result rows; each is also printed to stderr as it is measured (a run takes
+  minutes, on a slow machine half an hour)."""
+
+  def append(self, row: dict) -> None:
+    super().append(row)
+    print(f'[bench] {format_row(row)}', file=sys.stderr, flush=True)
+
+
+def format_row(row: dict) -> str:
+  """A row as a Markdown table line: times in ms, counts, A / B."""
+  a = f'{row["a_s"] * 1e3:.0f} ms' if 'a_s' in row else f'{row["a"]:,.4g}'
+  b = f'{row["b_s"] * 1e3:.0f} ms' if 'b_s' in row else f'{row["b"]:,.4g}'
+  ratio = f'{row["ratio"]:.3g}' if row['ratio'] is not None else ''
+  return f'| {row["measure"]} | {a} | {b} | {ratio} |'
+
+
 def write_rows(result: dict, output: str) -> None:
-  """Prints `result['rows']` as a Markdown table (times in ms, counts, A / B) and writes the
-  whole result as JSON to `output`."""
+  """Prints `result['rows']` as a Markdown table and writes the whole result as JSON to
+  `output`."""
   print('| measure | A | B | A / B |\n|---|---|---|---|')
   for row in result['rows']:
-    a = f'{row["a_s"] * 1e3:.0f} ms' if 'a_s' in row else f'{row["a"]:,.4g}'
-    b = f'{row["b_s"] * 1e3:.0f} ms' if 'b_s' in row else f'{row["b"]:,.4g}'
-    ratio = f'{row["ratio"]:.3g}' if row['ratio'] is not None else ''
-    print(f'| {row["measure"]} | {a} | {b} | {ratio} |')
+    print(format_row(row))
   Path(output).parent.mkdir(parents=True, exist_ok=True)
   Path(output).write_text(json.dumps(result, indent=2) + '\n')

@@ -319,8 +319,6 @@ class WorkdirBusyError(RuntimeError):
   user_facing = True  # the CLI prints the message alone
 
 
-_ABSENT = object()
-
 # Config fields that say how a run is laid out on the hardware, not what it computes: a run
 # finished on another mesh or layer layout (`model.scan_layers` None picks it by backend) is
 # the same run.
@@ -344,8 +342,10 @@ def _diff(saved: Any, current: Any, prefix: str = '', added_since: Any = None) -
     lines = []
     defaults = added_since if isinstance(added_since, dict) else {}
     for key in sorted(set(saved) | set(current)):
-      if (key not in saved and added_since is not None
-          and defaults.get(key, _ABSENT) == current[key]):
+      if key not in saved and key in defaults:  # added since: the run had its default value
+        if defaults[key] != current[key]:
+          lines.append(f'  {prefix}{key}: saved before the field existed (so {defaults[key]!r}),'
+                       f' now {current[key]!r}')
         continue
       lines += _diff(saved.get(key), current.get(key), f'{prefix}{key}.',
                      defaults.get(key) if added_since is not None else None)

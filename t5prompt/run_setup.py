@@ -42,9 +42,11 @@ def check_or_write_manifest(run_dir: RunDir, config, backbone, method: methods.M
                             write: bool = True) -> bool:
   """The run's manifest written (a new run) or checked (a resume: fields added to t5prompt since
   the run started match while they hold the default config's value). True on a resume."""
-  return run_dir.check_or_write_manifest(
-      manifest(config, backbone, method), write=write,
-      defaults=manifest(default_config(), backbone, method))
+  defaults = manifest(default_config(), backbone, method)
+  if method.trains_backbone:  # runs saved before the field held their layers as a stack
+    defaults['model']['scan_layers'] = True
+  return run_dir.check_or_write_manifest(manifest(config, backbone, method), write=write,
+                                         defaults=defaults)
 
 
 def load_train_data(config, vocabulary) -> pipeline.TokenizedSplit:

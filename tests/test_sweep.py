@@ -10,6 +10,7 @@ from t5prompt import cli, sweep
 from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
 from t5prompt.run_dir import RunDir, manifest
+from t5prompt.run_setup import check_or_write_manifest
 
 from conftest import REPO
 
@@ -185,7 +186,7 @@ def test_a_resume_accepts_fields_added_since_while_they_hold_their_default(tmp_p
   with pytest.raises(ValueError, match='refusing to resume'):
     run.check_or_write_manifest(manifest(config, backbone, prompt_tuning))  # exact, no defaults
   config.prompt.trigger_init = 'a'
-  with pytest.raises(ValueError, match="prompt.trigger_init: saved None, now 'a'"):
+  with pytest.raises(ValueError, match=r"prompt.trigger_init: saved before the field existed \(so 'the'\), now 'a'"):
     run.check_or_write_manifest(manifest(config, backbone, prompt_tuning), defaults=defaults)
 
 
@@ -204,3 +205,20 @@ def test_a_resume_on_the_other_layer_layout_is_refused(tmp_path):
   # A prompt's checkpoints hold no layers: its run resumes on either layout.
   prompt_tuning = methods.get('prompt_tuning')
   assert 'scan_layers' not in manifest(config, stacked, prompt_tuning)['model']
+
+
+def test_a_model_tuning_run_saved_before_the_layout_was_recorded_resumes_only_stacked(tmp_path):
+  """Its manifest lacks model.scan_layers; its checkpoints hold the layers as a stack (the
+  default then), so an unrolled resume is refused with the field named, a stacked one goes on."""
+  unrolled, stacked = (SimpleNamespace(source='random:x', params_hash='abc',
+                                       config=SimpleNamespace(d_model=8, scan_layers=scan))
+                       for scan in (False, True))
+  config, model_tuning = default_config('model_tuning'), methods.get('model_tuning')
+  legacy = manifest(config, stacked, model_tuning)
+  del legacy['model']['scan_layers']
+  run = RunDir(tmp_path)
+  run.check_or_write_manifest(legacy)
+  with pytest.raises(ValueError, match=r'model.scan_layers: saved before the field existed '
+                                       r'\(so True\), now False'):
+    check_or_write_manifest(run, config, unrolled, model_tuning)
+  assert check_or_write_manifest(run, config, stacked, model_tuning)  # resumes
