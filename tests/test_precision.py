@@ -1,6 +1,7 @@
 """The bf16 compute mode: bf16 matmul operands with float32 accumulation in the forward and the
 backward, frozen matrices stored in bf16 without changing the outputs, kernels read as stored
-(no per-step copies), and the CPU's unrolled layer loop computing what the rolled one does."""
+(no per-step copies), float32 dots of the rounded operands where a CPU has no bf16 units, and
+the CPU's unrolled layer loop computing what the rolled one does."""
 
 import re
 
@@ -12,6 +13,7 @@ import pytest
 
 from t5prompt.build import stored_dtypes
 from t5prompt.models import T5, get_size
+from t5prompt.models import t5
 from t5prompt.models.t5 import DenseGeneral, einsum
 
 BF16 = jnp.bfloat16
@@ -25,13 +27,23 @@ SPECS = [('abc,cde->abde', (2, 5, 96), (96, 3, 4)),
          ('bld,vd->blv', (2, 5, 96), (11, 96))]
 
 
+@pytest.fixture
+def native_dots(monkeypatch):
+  """The program as built where bf16 dots run natively (GPU/TPU, AMX/AVX512-BF16 CPUs), on any
+  CPU: XLA compiles (and emulates) them everywhere."""
+  monkeypatch.setattr(t5, 'native_low_precision_dots', lambda: True)
+
+
 def _rounded(x):
   """x rounded to bf16, back in float32: the values the bf16 matmuls see."""
   return jnp.asarray(x, BF16).astype(jnp.float32)
 
 
 @pytest.mark.parametrize('spec,a_shape,b_shape', SPECS)
-def test_bf16_einsum_accumulates_in_float32_forward_and_backward(spec, a_shape, b_shape):
+@pytest.mark.parametrize('native', [True, False])
+def test_bf16_einsum_accumulates_in_float32_forward_and_backward(spec, a_shape, b_shape, native,
+                                                                 monkeypatch):
+  monkeypatch.setattr(t5, 'native_low_precision_dots', lambda: native)
   rng = np.random.RandomState(0)
   a, b = rng.randn(*a_shape).astype(np.float32), rng.randn(*b_shape).astype(np.float32)
   out, vjp = jax.vjp(lambda a, b: einsum(spec, a, b, BF16), a, b)
@@ -55,21 +67,26 @@ def test_bf16_einsum_accumulates_in_float32_forward_and_backward(spec, a_shape, 
     # One bf16 rounding of the float32 result: within 2^-8 of each entry.
     np.testing.assert_allclose(grad, _rounded(expected), rtol=2 ** -8, atol=1e-6)
 
-  # The forward's and the activation gradients' matmuls take bf16 operands.
+  # The forward's and the activation gradients' matmuls take bf16 operands (float32 ones, the
+  # same rounded values, where the CPU has no bf16 units).
   grad_fn = jax.jit(jax.value_and_grad(
       lambda a, b: jnp.sum(einsum(spec, a, b, BF16) * cotangent), argnums=(0, 1)))
   dots = [line for line in grad_fn.lower(a, b).as_text().splitlines() if 'dot_general' in line]
   operands = [re.search(r': \((.*)\) ->', line).group(1) for line in dots]
   kinds = ['bf16' if x.count('bf16') == 2 else 'f32' if x.count('f32') == 2 else x
            for x in operands]
-  assert sorted(kinds) == (['bf16', 'bf16', 'f32'] if weight else ['bf16'] * 3), operands
+  if native:
+    assert sorted(kinds) == (['bf16', 'bf16', 'f32'] if weight else ['bf16'] * 3), operands
+  else:
+    assert kinds == ['f32'] * 3, operands
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 @pytest.mark.parametrize('features,kernel_axes,x_shape', [
     ((4, 16), ('embed', 'heads', 'kv'), (2, 8, 32)),  # query/key/value: 2 output dims
     ((32,), ('heads', 'kv', 'embed'), (2, 8, 4, 16))])  # attention out: 2 contracted dims
-def test_the_backward_reads_each_kernel_as_stored(dtype, features, kernel_axes, x_shape):
+def test_the_backward_reads_each_kernel_as_stored(dtype, features, kernel_axes, x_shape,
+                                                  native_dots):
   """Only matmuls read a kernel (stored in the compute dtype, as `build` stores a frozen one):
   XLA makes no transposed copy of it for the backward, which cost every step 6% in fp32."""
   layer = DenseGeneral(features=features, kernel_axes=kernel_axes,
