@@ -66,8 +66,8 @@ from t5prompt.models import T5, get_size, load_hf, save_hf  # pylint: disable=wr
 from t5prompt.models.convert import unstack_layers  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.plan import run_config_for  # pylint: disable=wrong-import-position
-from timing import (Rows, machine, median_seconds, side_by_side,  # pylint: disable=wrong-import-position
-                    write_rows)
+from timing import (Rows, machine, median_seconds,  # pylint: disable=wrong-import-position
+                    side_by_side, write_rows)
 
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
 
@@ -114,7 +114,6 @@ def add_layout_rows(rows, size, config, params, lengths, args) -> None:
   batch, prompt_input, target_length, prompt_length = lengths
   layouts = {'scanned': (config, params),
              'unrolled': (config.replace(scan_layers=False), unstack_layers(params))}
-  rows = []
   for dtype in args.dtypes.split(','):
     for method, method_lengths in (('prompt_tuning', lengths),
                                    ('model_tuning', (batch, args.input_length, target_length, 0))):
@@ -231,8 +230,8 @@ def main():
   lengths = (args.batch, prompt_input, args.target_length, args.prompt_length)
   result = {'machine': machine(jax), 'batch': args.batch, 'encoder_length': args.input_length,
             'target_length': args.target_length, 'prompt_length': args.prompt_length,
-            'scan_layers': args.scan_layers,
-            'threads': args.threads or os.cpu_count(), 'load_before': load_average(), 'rows': Rows()}
+            'scan_layers': args.scan_layers, 'threads': args.threads or os.cpu_count(),
+            'load_before': load_average(), 'rows': Rows()}
   rows = result['rows']
   peak = matmul_peak_flops()
   result['matmul_peak_gflops'] = peak / 1e9

@@ -186,16 +186,22 @@ def test_a_resume_accepts_fields_added_since_while_they_hold_their_default(tmp_p
   with pytest.raises(ValueError, match='refusing to resume'):
     run.check_or_write_manifest(manifest(config, backbone, prompt_tuning))  # exact, no defaults
   config.prompt.trigger_init = 'a'
-  with pytest.raises(ValueError, match=r"prompt.trigger_init: saved before the field existed \(so 'the'\), now 'a'"):
+  with pytest.raises(ValueError, match=r"prompt.trigger_init: saved before the field existed "
+                                       r"\(so 'the'\), now 'a'"):
     run.check_or_write_manifest(manifest(config, backbone, prompt_tuning), defaults=defaults)
+
+
+def _backbones_in_both_layouts():
+  """The same (stand-in) backbone loaded unrolled and stacked."""
+  return (SimpleNamespace(source='random:x', params_hash='abc',
+                          config=SimpleNamespace(d_model=8, scan_layers=scan))
+          for scan in (False, True))
 
 
 def test_a_resume_on_the_other_layer_layout_is_refused(tmp_path):
   """`model.scan_layers` None picks the layout by backend: a model-tuning checkpoint written
   with unrolled layers (CPU) cannot be resumed as a stack (GPU) unless the config says so."""
-  unrolled, stacked = (SimpleNamespace(source='random:x', params_hash='abc',
-                                       config=SimpleNamespace(d_model=8, scan_layers=scan))
-                       for scan in (False, True))
+  unrolled, stacked = _backbones_in_both_layouts()
   config, model_tuning = default_config('model_tuning'), methods.get('model_tuning')
   run = RunDir(tmp_path)
   assert not run.check_or_write_manifest(manifest(config, unrolled, model_tuning))
@@ -210,9 +216,7 @@ def test_a_resume_on_the_other_layer_layout_is_refused(tmp_path):
 def test_a_model_tuning_run_saved_before_the_layout_was_recorded_resumes_only_stacked(tmp_path):
   """Its manifest lacks model.scan_layers; its checkpoints hold the layers as a stack (the
   default then), so an unrolled resume is refused with the field named, a stacked one goes on."""
-  unrolled, stacked = (SimpleNamespace(source='random:x', params_hash='abc',
-                                       config=SimpleNamespace(d_model=8, scan_layers=scan))
-                       for scan in (False, True))
+  unrolled, stacked = _backbones_in_both_layouts()
   config, model_tuning = default_config('model_tuning'), methods.get('model_tuning')
   legacy = manifest(config, stacked, model_tuning)
   del legacy['model']['scan_layers']
