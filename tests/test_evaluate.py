@@ -63,6 +63,7 @@ def test_rank_and_decode_agree_on_forced_outputs(label, cb_dev):
   assert result['invalid_rate'] == 0.0
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_text_outside_the_label_set_is_invalid_when_decoding(cb_dev):
   spec, data = cb_dev
   model, params = forced_model('maybe so')

@@ -172,6 +172,7 @@ def test_frozen_matrices_stored_in_bf16_leave_the_outputs_unchanged():
   assert stored_dtypes(params, jnp.float32) == jax.tree.map(lambda x: x.dtype, params)
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_unrolled_layer_loop_computes_what_the_rolled_loop_does():
   """On CPU the scanned layers run unrolled by default (`scan_unroll=0`); the same params give
   the same loss and gradients as the rolled loop (one layer per iteration)."""

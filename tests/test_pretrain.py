@@ -88,6 +88,7 @@ def _copy_split(rng, count=64, length=8, vocab=40) -> TokenizedSplit:
                         [record('', '')] * count)
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_reliance_is_zero_for_a_random_model_and_large_after_learning_to_copy():
   config = T5Config(vocab_size=48, d_model=32, d_kv=8, d_ff=64, num_heads=4,
                     num_encoder_layers=2, num_decoder_layers=2, feed_forward_proj='gated-gelu',

@@ -282,6 +282,7 @@ def _peft_adapter_logits(directory, adapter, vocab_size):
   return inputs, decoder_inputs, hf_logits(loaded, inputs, decoder_inputs)
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_prefix_export_loads_in_peft_with_equal_logits(backbone, tmp_path):
   directory, config, params = backbone
   model = build_model(config, 'prefix_tuning', LENGTH, attention=('decoder_self',),

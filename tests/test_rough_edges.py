@@ -26,6 +26,7 @@ def _t5prompt(*args):
           *args]
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_data_show_prints_no_foreign_lines():
   done = subprocess.run(_t5prompt('data', 'show', 'superglue_cb', '--num', '1'),
                         capture_output=True, text=True, check=False, timeout=300)

@@ -103,6 +103,7 @@ def test_restarted_sweep_runs_only_unfinished_runs_and_records_failures(tmp_path
   assert (tmp_path / 'runs' / 'seed=1' / 'result.json').exists()
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_launchers_print_commands_and_a_slurm_array(tmp_path, capsys):
   path = _write_sweep(tmp_path, [{**TINY, 'train.seed': 0}, {**TINY, 'train.seed': 1}])
   assert cli.main(['sweep', '--config', str(path), '--workdir', str(tmp_path / 'runs'),

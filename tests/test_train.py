@@ -105,6 +105,7 @@ def test_run_outputs(finished_run):
   assert json.loads((workdir / 'prompt.json').read_text())['best_step'] == result.best_step
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_resumed_run_ends_bitwise_equal_to_an_uninterrupted_one(finished_run, tmp_path):
   workdir, _ = finished_run
   train(_config('--config.train.steps=4'), tmp_path)  # stops at 4 ...
@@ -171,6 +172,7 @@ def test_model_tuning_runs_through_the_same_loop(tmp_path):
   assert result.prompt_length == 0 and not (tmp_path / 'prompt.npy').exists()
 
 
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_prompt_tuning_learns_on_shipped_data(tmp_path):
   """configs/smoke.py: a tiny random T5, CB. Loss falls and dev accuracy beats the untrained
   prompt's (here the untrained prompt ranks 'neutral' first, the rare class)."""
