@@ -3,6 +3,7 @@ named size with random weights; with its source, content hash and vocabulary (a 
 directory's own `spiece.model`, else `model.vocabulary`, else T5's)."""
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,10 +11,12 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from t5prompt.atomic import write_json
+from t5prompt.data.sources import cache_dir
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, T5Config, get_size
 from t5prompt.models.convert import VOCABULARY_FILE, load_backbone, params_hash, unstack_layers
-from t5prompt.models.streaming import is_lazy
+from t5prompt.models.streaming import fingerprint, is_lazy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +70,26 @@ def load_model_backbone(model_config, stream: bool = False) -> Backbone:
     if model_config.vocabulary:
       source += f':{model_config.vocabulary}'
   params = jax.tree.map(lambda x: x if is_lazy(x) else jnp.asarray(x, jnp.float32), params)
-  return Backbone(config, params, source, params_hash(params), _vocabulary_name(model_config))
+  return Backbone(config, params, source, _params_hash(params), _vocabulary_name(model_config))
+
+
+def _params_hash(params) -> str:
+  """`params_hash`, which reads every weight. A streamed checkpoint's is kept in the cache under
+  the `fingerprint` of what it reads, so only the first load of a checkpoint reads it twice
+  (hash, then placement); a sweep's later runs and resumes read only what they place."""
+  leaves = {jax.tree_util.keystr(path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  if not leaves or not all(is_lazy(leaf) for leaf in leaves.values()):
+    return params_hash(params)
+  remembered = cache_dir() / 'params_hash' / f'{fingerprint(leaves)}.json'
+  if remembered.is_file():
+    return json.loads(remembered.read_text())['params_hash']
+  digest = params_hash(params)
+  try:
+    write_json(remembered, {'params_hash': digest})
+  except OSError:  # a read-only cache: the next load hashes again
+    pass
+  return digest
 
 
 def abstract_backbone(config: T5Config) -> Backbone:

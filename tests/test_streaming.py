@@ -61,6 +61,35 @@ def test_streamed_params_placed_on_a_mesh_equal_the_eager_load_bitwise(tmp_path,
   assert split, 'nothing was sharded: the blocks were not exercised'
 
 
+def test_a_streamed_checkpoint_is_read_to_hash_only_on_its_first_load(tmp_path, monkeypatch):
+  """The content hash reads every weight; it is remembered under what the load reads (tensors,
+  files' sizes and times), so a later load reads only the rows that tell whether the head is
+  tied, and a rewritten checkpoint is hashed anew."""
+  monkeypatch.setenv('T5PROMPT_CACHE', str(tmp_path / 'cache'))
+  directory = _sharded_hf_checkpoint(tmp_path / 'hf', CONFIG)
+  model_config = default_config().model
+  model_config.checkpoint = str(directory)
+  tensors_read = set()
+  read_rows = streaming.read_rows
+  monkeypatch.setattr(streaming, 'read_rows', lambda file, name, rows: tensors_read.add(name)
+                      or read_rows(file, name, rows))
+
+  def load():
+    tensors_read.clear()
+    return load_model_backbone(model_config, stream=True).params_hash, set(tensors_read)
+
+  everything = set(json.loads((directory / 'model.safetensors.index.json').read_text())
+                   ['weight_map'])
+  tie_check = {'shared.weight', 'lm_head.weight'}
+  (first, first_read), (second, second_read) = load(), load()
+  _sharded_hf_checkpoint(directory, CONFIG, seed=1)  # other weights: same names, sizes, shapes
+  (third, third_read), (fourth, fourth_read) = load(), load()
+  eager = load_model_backbone(model_config)
+  assert first == second and third == fourth == eager.params_hash and first != third
+  assert first_read == third_read == everything
+  assert second_read == fourth_read == tie_check
+
+
 def test_blocks_of_transposed_and_reshaped_tensors_are_exact(tmp_path):
   from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   rng = np.random.RandomState(0)

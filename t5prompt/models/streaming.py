@@ -12,8 +12,10 @@ each host only its own devices'. Reading the whole leaf (`np.asarray`) reads one
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +211,18 @@ def lazy_tensors(directory: Path, single: str, index: str) -> dict[str, LazyTens
       shape = tuple(entry['shape'])
       out[name] = LazyTensor(str(file), name, shape, shape)
   return out
+
+
+def fingerprint(leaves: dict[str, _Unread]) -> str:
+  """sha256 of what unread leaves (by name) will read: each leaf's recipe (files, tensors,
+  shapes, transposes) and each file's path, size and modification time. Equal fingerprints read
+  equal values, unless a file was rewritten in place with its size and time kept."""
+  digest = hashlib.sha256()
+  files = set()
+  for name, leaf in sorted(leaves.items()):
+    digest.update(f'{name}={leaf!r}\n'.encode())
+    files.update(part.file for part in getattr(leaf, 'layers', (leaf,)))
+  for file in sorted(files):
+    stat = os.stat(file)
+    digest.update(f'{os.path.realpath(file)}:{stat.st_size}:{stat.st_mtime_ns}\n'.encode())
+  return digest.hexdigest()
