@@ -22,7 +22,7 @@ from t5prompt.partitioning import make_partitioning, to_host
 from t5prompt.prompts import methods
 from t5prompt.run_config import load_run_config
 from t5prompt.run_dir import RunDir
-from t5prompt.run_setup import check_or_write_manifest, load_eval_sets
+from t5prompt.run_setup import check_or_write_manifest, in_saved_layout, load_eval_sets
 
 
 def label_targets(spec: TaskSpec, vocabulary, target_length: int) -> np.ndarray:
@@ -142,8 +142,9 @@ def evaluate_run(workdir: str | os.PathLike, which: str = 'best', splits: tuple[
     raise ValueError(f'{workdir} is a {config.method} run: no weights were trained or '
                      'checkpointed; its result.json holds the evaluation (of the best triggers, '
                      'for autoprompt: triggers.json); rerun `t5prompt train` to redo it.')
-  backbone = load_model_backbone(config.model)
   run_dir = RunDir(workdir)
+  config = in_saved_layout(run_dir, config, method)
+  backbone = load_model_backbone(config.model)
   check_or_write_manifest(run_dir, config, backbone, method)  # or refuse
   partitioning = make_partitioning(config.partitioning.mesh, config.partitioning.shard_embed)
   with partitioning.activate():

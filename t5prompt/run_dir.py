@@ -193,18 +193,21 @@ class RunDir:
     (self.path / FAILED).unlink(missing_ok=True)
 
   # --- the manifest: what a resume must share with the run that wrote the checkpoints -----
+  def saved_manifest(self) -> dict | None:
+    path = self.path / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
   def check_or_write_manifest(self, manifest: dict, write: bool = True,
                               defaults: dict | None = None) -> bool:
     """Writes the manifest of a new run (if `write`: one host writes), or checks a resumed
     run's against it (a field added to t5prompt since the run started matches while it holds
     its value in `defaults`, the default config's manifest). Returns True when the run
     directory already had one (a resume)."""
-    path = self.path / MANIFEST
-    if not path.exists():
+    saved = self.saved_manifest()
+    if saved is None:
       if write:
-        atomic.write_json(path, manifest)
+        atomic.write_json(self.path / MANIFEST, manifest)
       return False
-    saved = json.loads(path.read_text())
     differences = _diff(saved, json.loads(json.dumps(manifest)),
                         added_since=None if defaults is None else json.loads(json.dumps(defaults)))
     if differences:

@@ -38,13 +38,30 @@ def target_length(config, spec) -> int:
   return config.task.target_length or spec.target_length
 
 
+# Model-tuning runs saved before manifests recorded the layer layout held their layers stacked.
+_LEGACY_SCAN_LAYERS = True
+
+
+def in_saved_layout(run_dir: RunDir, config, method: methods.Method):
+  """`config`, with `model.scan_layers` None (by backend) replaced by the layer layout of the
+  run's checkpoints where they hold the layers (model tuning): a run trained on a GPU (stacked)
+  resumes or is evaluated on a CPU (unrolled by default) as it was saved. An explicit setting
+  stays, for the manifest check to refuse if it differs."""
+  saved = run_dir.saved_manifest()
+  if not method.trains_backbone or config.model.scan_layers is not None or saved is None:
+    return config
+  config = config.copy_and_resolve_references()
+  config.model.scan_layers = saved['model'].get('scan_layers', _LEGACY_SCAN_LAYERS)
+  return config
+
+
 def check_or_write_manifest(run_dir: RunDir, config, backbone, method: methods.Method,
                             write: bool = True) -> bool:
   """The run's manifest written (a new run) or checked (a resume: fields added to t5prompt since
   the run started match while they hold the default config's value). True on a resume."""
   defaults = manifest(default_config(), backbone, method)
-  if method.trains_backbone:  # runs saved before the field held their layers as a stack
-    defaults['model']['scan_layers'] = True
+  if method.trains_backbone:
+    defaults['model']['scan_layers'] = _LEGACY_SCAN_LAYERS
   return run_dir.check_or_write_manifest(manifest(config, backbone, method), write=write,
                                          defaults=defaults)
 

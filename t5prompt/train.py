@@ -29,8 +29,9 @@ from t5prompt.run_config import default_config
 from t5prompt.run_dir import Result, RunDir
 from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.data.sources import DataNotFoundError
-from t5prompt.run_setup import (check_or_write_manifest, describe_missing, load_eval_sets,
-                                load_train_data, missing_data, model_label, task_spec)
+from t5prompt.run_setup import (check_or_write_manifest, describe_missing, in_saved_layout,
+                                load_eval_sets, load_train_data, missing_data, model_label,
+                                task_spec)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,6 +91,7 @@ def train(config, workdir: str | os.PathLike,
 
 def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool) -> Result | None:
   start_time = time.time()
+  config = in_saved_layout(run_dir, config, methods.get(config.method))
   backbone = load_model_backbone(config.model, stream=True)  # read when placed, per device
   train_data = load_train_data(config, backbone.vocabulary)
   eval_sets = load_eval_sets(config, backbone.vocabulary)

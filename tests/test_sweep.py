@@ -10,7 +10,7 @@ from t5prompt import cli, sweep
 from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
 from t5prompt.run_dir import RunDir, manifest
-from t5prompt.run_setup import check_or_write_manifest
+from t5prompt.run_setup import check_or_write_manifest, in_saved_layout
 
 from conftest import REPO
 
@@ -200,8 +200,8 @@ def _backbones_in_both_layouts():
 
 
 def test_a_resume_on_the_other_layer_layout_is_refused(tmp_path):
-  """`model.scan_layers` None picks the layout by backend: a model-tuning checkpoint written
-  with unrolled layers (CPU) cannot be resumed as a stack (GPU) unless the config says so."""
+  """A model-tuning checkpoint written with unrolled layers cannot be resumed as a stack: the
+  manifest refuses it (a None setting takes the saved layout first: `in_saved_layout`)."""
   unrolled, stacked = _backbones_in_both_layouts()
   config, model_tuning = default_config('model_tuning'), methods.get('model_tuning')
   run = RunDir(tmp_path)
@@ -212,6 +212,24 @@ def test_a_resume_on_the_other_layer_layout_is_refused(tmp_path):
   # A prompt's checkpoints hold no layers: its run resumes on either layout.
   prompt_tuning = methods.get('prompt_tuning')
   assert 'scan_layers' not in manifest(config, stacked, prompt_tuning)['model']
+
+
+def test_a_default_layout_setting_takes_the_layout_a_model_tuning_run_was_saved_in(tmp_path):
+  unrolled, stacked = _backbones_in_both_layouts()
+  config, model_tuning = default_config('model_tuning'), methods.get('model_tuning')
+  run = RunDir(tmp_path)
+  assert in_saved_layout(run, config, model_tuning).model.scan_layers is None  # a new run
+  run.check_or_write_manifest(manifest(config, stacked, model_tuning))  # trained on a GPU
+  assert in_saved_layout(run, config, model_tuning).model.scan_layers is True
+  assert config.model.scan_layers is None  # the caller's config is left as it was
+  config.model.scan_layers = False  # explicit: left for the manifest check to refuse
+  assert in_saved_layout(run, config, model_tuning).model.scan_layers is False
+  prompt_tuning, prompt_config = methods.get('prompt_tuning'), default_config()
+  assert in_saved_layout(run, prompt_config, prompt_tuning).model.scan_layers is None
+  legacy = manifest(default_config('model_tuning'), unrolled, model_tuning)
+  del legacy['model']['scan_layers']  # saved before the field existed: stacked
+  (tmp_path / 'manifest.json').write_text(json.dumps(legacy))
+  assert in_saved_layout(run, default_config('model_tuning'), model_tuning).model.scan_layers is True
 
 
 def test_a_model_tuning_run_saved_before_the_layout_was_recorded_resumes_only_stacked(tmp_path):

@@ -12,6 +12,7 @@ from t5prompt import cli, optim
 from t5prompt.backbone import load_model_backbone
 from t5prompt.build import build
 from t5prompt.data import pipeline
+from t5prompt.evaluate import evaluate_run
 from t5prompt.partitioning import make_partitioning
 from t5prompt.run_config import load_config
 from t5prompt.train import train
@@ -157,6 +158,28 @@ def test_cli_eval_and_export_peft(finished_run, tmp_path, capsys):
   assert cli.main(['import-peft', str(tmp_path / 'adapter'), '--output',
                    str(tmp_path / 'back.npy')]) == 0
   np.testing.assert_array_equal(np.load(tmp_path / 'back.npy'), np.load(workdir / 'prompt.npy'))
+
+
+@pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
+def test_a_model_tuning_run_is_read_back_in_the_layout_it_was_saved_in(tmp_path):
+  """`model.scan_layers` None is stacked on GPU/TPU, unrolled on CPU: a model-tuning run
+  trained stacked with the default (as on a GPU) is evaluated and resumed on this CPU in that
+  layout; an explicit other layout is still refused."""
+  overrides = ('--config.method=model_tuning', '--config.train.eval_every=2',
+               '--config.optimizer.learning_rate=0.001')
+  result = train(_config(*overrides, '--config.train.steps=2', '--config.model.scan_layers=True'),
+                 tmp_path)
+  record = json.loads((tmp_path / 'config.json').read_text())
+  record['model']['scan_layers'] = None  # what a run with the default writes, on any backend
+  (tmp_path / 'config.json').write_text(json.dumps(record))
+  evaluated = evaluate_run(tmp_path)
+  assert evaluated['step'] == 2
+  assert evaluated['metrics']['validation'] == result.metrics['validation']
+  with pytest.raises(ValueError, match='model.scan_layers: saved True, now False'):
+    train(_config(*overrides, '--config.train.steps=4', '--config.model.scan_layers=False'),
+          tmp_path)
+  resumed = train(_config(*overrides, '--config.train.steps=4'), tmp_path)
+  assert resumed.steps == 4 and (tmp_path / 'checkpoints' / '4').is_dir()
 
 
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
