@@ -229,7 +229,8 @@ def test_a_default_layout_setting_takes_the_layout_a_model_tuning_run_was_saved_
   legacy = manifest(default_config('model_tuning'), unrolled, model_tuning)
   del legacy['model']['scan_layers']  # saved before the field existed: stacked
   (tmp_path / 'manifest.json').write_text(json.dumps(legacy))
-  assert in_saved_layout(run, default_config('model_tuning'), model_tuning).model.scan_layers is True
+  legacy_config = in_saved_layout(run, default_config('model_tuning'), model_tuning)
+  assert legacy_config.model.scan_layers is True
 
 
 def test_a_model_tuning_run_saved_before_the_layout_was_recorded_resumes_only_stacked(tmp_path):
