@@ -8,21 +8,25 @@ Timings alternate between the two sides, repeat, and report medians. Results go 
 benchmarks/results/backbone.json (ignored by git).
 """
 
-import argparse
-import json
-import tempfile
-from pathlib import Path
+from t5prompt.xla_cpu import set_cpu_flags
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import torch
-import transformers
+set_cpu_flags()  # as the train loop runs, before JAX starts
 
-from t5prompt.models import T5, decode, get_size, load_hf, save_hf
+import argparse  # pylint: disable=wrong-import-position
+import json  # pylint: disable=wrong-import-position
+import tempfile  # pylint: disable=wrong-import-position
+from pathlib import Path  # pylint: disable=wrong-import-position
 
-import flax.linen as nn
-from timing import machine, side_by_side
+import jax  # pylint: disable=wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+import torch  # pylint: disable=wrong-import-position
+import transformers  # pylint: disable=wrong-import-position
+
+from t5prompt.models import T5, decode, get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
+
+import flax.linen as nn  # pylint: disable=wrong-import-position
+from timing import machine, side_by_side  # pylint: disable=wrong-import-position
 
 
 def main():

@@ -10,10 +10,9 @@
 JSON goes to benchmarks/results/methods.json (ignored by git).
 """
 
-import os
+from t5prompt.xla_cpu import set_cpu_flags
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8').strip()
+set_cpu_flags()  # as the train loop runs, before JAX starts
 
 import argparse  # pylint: disable=wrong-import-position
 import tempfile  # pylint: disable=wrong-import-position
