@@ -3,9 +3,10 @@ the benchmarks do; a library user calls `set_cpu_flags` first). GPU and TPU igno
 
 By default XLA's CPU scheduler orders a program for concurrency: independent ops (a layer's
 query, key and value projections; every decoder layer's cross-attention keys) run at once on
-the runtime's threads, more of them than there are cores, and evict each other's cache blocks.
-Ordered for memory instead, the t5-v1_1-small prompt-tuning step is 4-13% faster on one core
-and 2-5% on two, with the same numbers (README, Benchmarks).
+the runtime's eight threads, more than the cores (on one pinned core the ops' durations summed
+to 1.37x the step). Ordered for memory instead, the t5-v1_1-small prompt-tuning step is 1-10%
+faster in fp32 and 8-9% in bf16 on one core, as fast in fp32 and 3-5% faster in bf16 on two,
+with the same numbers bitwise (README, Benchmarks).
 """
 
 import importlib.metadata
