@@ -47,8 +47,8 @@ def test_the_flags_change_no_number_of_a_training_run(tmp_path):
   for name, flags in (('ours', ''), ('xla_default', f'{SCHEDULER}=true')):
     workdir = tmp_path / name
     done = subprocess.run(
-        [sys.executable, '-c', 'import sys; from t5prompt.cli import main; sys.exit(main())',
-         'train', '--config', str(REPO / 'configs' / 'smoke.py'), '--workdir', str(workdir),
+        [sys.executable, '-m', 't5prompt.cli', 'train', '--config',
+         str(REPO / 'configs' / 'smoke.py'), '--workdir', str(workdir),
          '--config.model.size=tiny-v1_1', '--config.model.dropout_rate=0.1',
          '--config.task.input_length=64', '--config.train.steps=3',
          '--config.train.eval_every=3', '--config.train.checkpoint_every=3',
