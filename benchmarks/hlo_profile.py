@@ -43,7 +43,7 @@ def _computation_flops(instructions: dict) -> int:
 
 def hlo_ops(hlo_text: str) -> dict:
   """The ops an optimized HLO module runs, each a name in the trace: name -> {'flops': its
-  matmul FLOPs (a fusion's: its fused dots'), 'op_name': the JAX op it came from, 'opcode'}.
+  matmul FLOPs (a fusion's: its fused dots'), 'op_name': the JAX op it came from}.
   A fusion's own instructions are not ops: they run inside it."""
   computations = {name: _instructions(body) for name, body in _COMPUTATION.findall(hlo_text)}
   fused = {_CALLS.search(rest).group(1) for computation in computations.values()
@@ -62,8 +62,7 @@ def hlo_ops(hlo_text: str) -> dict:
       else:
         flops = 0
       op_name = _OP_NAME.search(rest)
-      ops[name] = {'flops': flops, 'op_name': op_name.group(1) if op_name else '',
-                   'opcode': opcode}
+      ops[name] = {'flops': flops, 'op_name': op_name.group(1) if op_name else ''}
   return ops
 
 
