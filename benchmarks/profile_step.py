@@ -11,7 +11,8 @@ into dtype conversions, copies (transposes, slices) and other elementwise work. 
 thread (`--threads 1`) the ops run one at a time and their times sum to the step; on more, ops
 overlap and each time is the op's own, not its share of the step. README's figures on how close
 the step runs to the matmul peak were taken with it. JSON goes to benchmarks/results/profile.json
-(ignored by git).
+(ignored by git). Built and checked on CPU, where the trace names each op as the HLO does; on a
+GPU/TPU the trace's kernel names may not all match (unchecked: no accelerator was lent).
 """
 
 import os
