@@ -100,14 +100,17 @@ class Trainer:
       metrics['loss'].block_until_ready()
     self.step += 1
 
+  def compiled(self):
+    """The step as XLA compiled it for this trainer's state and batch."""
+    state = self.run.state
+    with self.partitioning.activate():
+      return self.run.train_step.lower(state.trainable, state.opt_state, state.frozen,
+                                       self.batch, state.rng, 0).compile()
+
   def flops(self) -> float:
     """The step's FLOPs by XLA's cost analysis of the compiled step (of an unscanned model:
     the analysis counts a scanned layer body once)."""
-    state = self.run.state
-    with self.partitioning.activate():
-      compiled = self.run.train_step.lower(state.trainable, state.opt_state, state.frozen,
-                                           self.batch, state.rng, 0).compile()
-    analysis = compiled.cost_analysis()
+    analysis = self.compiled().cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
     return float(analysis['flops'])
 
@@ -209,16 +212,22 @@ def directory_bytes(path: Path) -> int:
   return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--sizes', default='t5-v1_1-small,t5-v1_1-base')
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+  """The timed step's shape and threads, shared with profile_step.py (`--threads` is also read
+  from argv before JAX starts, at import)."""
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--input-length', type=int, default=128, help='encoder length, prompt incl.')
   parser.add_argument('--target-length', type=int, default=8)
   parser.add_argument('--prompt-length', type=int, default=20)
-  parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--threads', type=int, default=0,
                       help='pin to this many cores and threads (0: as the machine gives)')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--sizes', default='t5-v1_1-small,t5-v1_1-base')
+  add_step_arguments(parser)
+  parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--dtypes', default='float32',
                       help='compute dtypes to time against PEFT, e.g. float32,bfloat16')
   parser.add_argument('--scan-layers', type=lambda v: v.lower() == 'true', default=None,

@@ -30,8 +30,8 @@ import time  # pylint: disable=wrong-import-position
 import jax  # pylint: disable=wrong-import-position
 
 from t5prompt.backbone import scan_layers  # pylint: disable=wrong-import-position
-from bench_training import (Trainer, load_average,  # pylint: disable=wrong-import-position
-                            matmul_peak_flops, random_backbone)
+from bench_training import (Trainer, add_step_arguments,  # pylint: disable=wrong-import-position
+                            load_average, matmul_peak_flops, random_backbone)
 from hlo_profile import hlo_ops, op_seconds, summarize  # pylint: disable=wrong-import-position
 from t5prompt.models.convert import unstack_layers  # pylint: disable=wrong-import-position
 from timing import machine  # pylint: disable=wrong-import-position
@@ -39,11 +39,7 @@ from timing import machine  # pylint: disable=wrong-import-position
 
 def profile(trainer: Trainer, steps: int) -> tuple[dict, dict, float]:
   """(ops, seconds per op per step, step seconds) of `steps` traced steps, after a warm-up."""
-  state = trainer.run.state
-  with trainer.partitioning.activate():
-    compiled = trainer.run.train_step.lower(state.trainable, state.opt_state, state.frozen,
-                                            trainer.batch, state.rng, 0).compile()
-  ops = hlo_ops(compiled.as_text())
+  ops = hlo_ops(trainer.compiled().as_text())
   trainer()
   trainer()
   with tempfile.TemporaryDirectory() as trace_dir:
@@ -76,13 +72,8 @@ def main():
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--method', default='prompt_tuning',
                       choices=('prompt_tuning', 'model_tuning'))
-  parser.add_argument('--batch', type=int, default=8)
-  parser.add_argument('--input-length', type=int, default=128, help='encoder length, prompt incl.')
-  parser.add_argument('--target-length', type=int, default=8)
-  parser.add_argument('--prompt-length', type=int, default=20)
+  add_step_arguments(parser)
   parser.add_argument('--steps', type=int, default=3)
-  parser.add_argument('--threads', type=int, default=0,
-                      help='pin to this many cores and threads (as bench_training.py)')
   parser.add_argument('--output', default='benchmarks/results/profile.json')
   args = parser.parse_args()
   with tempfile.TemporaryDirectory() as directory:
