@@ -91,6 +91,12 @@ class Result:
     return record
 
   @property
+  def identity(self) -> str:
+    """What the run computed: its config without the fields that only lay it out on the
+    hardware. Two results with one identity are one measurement."""
+    return json.dumps(_without_layout(self.config), sort_keys=True)
+
+  @property
   def series_name(self) -> str:
     return self.series or self.method
 

@@ -7,7 +7,8 @@ in order, each a list of `(run name, ConfigDict)` (build them with `runs` and `p
 stage may read an earlier stage's outputs (SPoT targets start from the source prompts; tuning
 runs from the pre-trained backbones), so a stage runs only after the one before it. A run's
 directory is `<stage root or the sweep's workdir>/<run name>`; it is finished when it holds the
-result of exactly its config.
+result of exactly its config. Names come from the keys that vary, so narrowing or widening a grid
+renames runs: a run then finds its finished result under its old name (`_adopt_renamed`).
 """
 
 import dataclasses
@@ -64,9 +65,13 @@ class Run:
     return f'{self.stage.name}/{self.name}'
 
   def finished(self) -> bool:
+    return self.finished_in(self.workdir)
+
+  def finished_in(self, directory: Path) -> bool:
+    """Whether `directory` holds a finished run of exactly this run's config."""
     if self.stage.pretrain:
-      return pretrain.finished(self.config, self.workdir)
-    return RunDir(self.workdir).finished(self.config, default_config())
+      return pretrain.finished(self.config, directory)
+    return RunDir(directory).finished(self.config, default_config())
 
   def missing_data(self) -> list[tuple[str, str]]:
     configs = ([self.config[stage] for stage in pretrain.STAGES] if self.stage.pretrain
@@ -169,7 +174,31 @@ def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
   if problems:
     raise ValueError(f'Sweep {sweep.name!r} has {len(problems)} invalid run(s); nothing ran:\n  '
                      + '\n  '.join(problems))
-  return expanded
+  return _adopt_renamed(expanded)
+
+
+def _adopt_renamed(expanded: list[Run]) -> list[Run]:
+  """Each run not finished under its own name takes the directory, beside it, of a finished
+  run of exactly its config that no run of this sweep is named for: its result from before the
+  grid changed and renamed it. Without this a narrowed grid would run finished runs again and
+  the report would count them twice."""
+  owned = {run.workdir for run in expanded}
+  orphans = {}  # stage root -> directories there no run of this sweep is named for
+  adopted = []
+  for run in expanded:
+    root = run.workdir.parent
+    if root not in orphans:
+      orphans[root] = sorted(path for path in root.glob('*/')
+                             if path.is_dir() and path not in owned) if root.is_dir() else []
+    if not run.finished():
+      match = next((path for path in orphans[root] if run.finished_in(path)), None)
+      if match is not None:
+        print(f'[sweep] {run.key}: finished as {match.name} (its name before the grid changed)',
+              file=sys.stderr)
+        orphans[root].remove(match)
+        run = dataclasses.replace(run, workdir=match)
+    adopted.append(run)
+  return adopted
 
 
 def check_data(sweep: Sweep, expanded: list[Run]) -> None:

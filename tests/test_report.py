@@ -28,7 +28,9 @@ def _result(series, size, task, seed, score, extra_evals=(), extra_metrics=None,
             baseline=None):
   baseline = {} if baseline is None else {'majority_baseline': baseline}
   return {
-      'config': {'task': {'eval_splits': ['validation'], 'extra_evals': list(extra_evals)}},
+      'config': {'method': series, 'model': {'size': size}, 'train': {'seed': seed},
+                 'task': {'name': task, 'eval_splits': ['validation'],
+                          'extra_evals': list(extra_evals)}},
       'model_size': size, 'num_params': SIZES[size], 'method': series, 'series': series,
       'task': task, 'seed': seed, 'best_step': 10,
       'metrics': {'validation': {'score': score, 'majority_prediction_share': share,
@@ -102,6 +104,26 @@ def test_report_files_plot_and_malformed_results(results, capsys):
   assert len(list(csv.reader((out / 'runs.csv').open()))) == 25
 
 
+def test_a_run_in_two_directories_is_counted_once(results, capsys):
+  """A copy of a finished run (the same config, say run again under another name) is one
+  measurement: counting it twice would shrink the std and shift the mean."""
+  copy = results / 'rerun-of-seed-2'  # sorts after the first: the first is kept
+  copy.mkdir()
+  source = results / 'prompt_tuning-small-superglue_cb-2' / 'result.json'
+  record = json.loads(source.read_text())
+  record['config']['partitioning'] = {'mesh': [2, 4]}  # laid out differently: the same run
+  (copy / 'result.json').write_text(json.dumps(record))
+  runs, skipped = report.collect(results)
+  assert len(runs) == 24
+  assert skipped == [f'{copy / "result.json"}: the same config as {source}, counted once']
+  _, _, cells = report.scale_table(runs)
+  assert cells[('prompt_tuning', 'small', 'superglue_cb')][:3] == (
+      pytest.approx(62.0), pytest.approx(np.std([60.0, 60.0, 66.0], ddof=1)), 3)
+  record['config']['train']['seed'] = 7  # another seed: another measurement
+  (copy / 'result.json').write_text(json.dumps(record))
+  assert len(report.collect(results)[0]) == 25
+
+
 def test_collapsed_runs_single_seeds_and_the_majority_baseline_are_marked(tmp_path):
   scores = {('prompt_tuning', 0): (40.0, 100.0), ('prompt_tuning', 1): (50.0, 70.0),
             ('model_tuning', 0): (60.0, 55.0)}
@@ -160,6 +182,7 @@ def _transfer_run(directory, task, score, prompt, source=None, seed=0):
     np.save(entry / 'prompt.npy', source[1])
     result['init'] = {'name': 'file', 'path': str(entry / 'prompt.npy'),
                       'source': {'task': source[0]}}
+  result['config']['prompt'] = {'init': result['init']}
   np.save(directory / 'prompt.npy', prompt)
   (directory / 'result.json').write_text(json.dumps(result))
 

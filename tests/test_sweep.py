@@ -81,6 +81,39 @@ def test_missing_data_is_listed_before_anything_runs(tmp_path, capsys):
   assert not (tmp_path / 'runs').exists()
 
 
+def _finish(run, directory):
+  """A result.json of exactly `run`'s config in `directory`, as train writes it."""
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / 'result.json').write_text(json.dumps(
+      {'config': json.loads(run.config.to_json()), 'model_size': 'tiny-v1_1',
+       'method': 'prompt_tuning', 'task': 'superglue_cb', 'seed': run.config.train.seed,
+       'metrics': {'validation': {'score': 50.0}}}))
+
+
+def test_a_narrowed_grid_finds_its_finished_runs_under_their_old_names(tmp_path, capsys):
+  """Names come from the keys that vary: one seed left, the run is `base`, not `seed=0`. It
+  must not run again, and a directory another run is named for is never taken."""
+  wide = sweep.expand(sweep.load_sweep(_write_sweep(tmp_path, [
+      {**TINY, 'train.seed': 0}, {**TINY, 'train.seed': 1}]), tmp_path / 'runs'),
+      tmp_path / 'runs')
+  assert [run.name for run in wide] == ['seed=0', 'seed=1']
+  _finish(wide[0], tmp_path / 'runs' / 'seed=0')
+  _finish(wide[1], tmp_path / 'runs' / 'seed=0' / 'x')  # not a directory beside the runs
+  (narrow,) = sweep.expand(sweep.load_sweep(_write_sweep(tmp_path, [{**TINY, 'train.seed': 0}]),
+                                            tmp_path / 'runs'), tmp_path / 'runs')
+  assert narrow.name == 'base' and narrow.workdir == tmp_path / 'runs' / 'seed=0'
+  assert narrow.finished()
+  assert "runs/base: finished as seed=0 (its name before the grid changed)" in (
+      capsys.readouterr().err)
+  # seed=1's result in seed=0's directory: seed=0 is a run of this sweep, so it is not taken.
+  _finish(wide[1], tmp_path / 'runs' / 'seed=0')
+  again = sweep.expand(sweep.load_sweep(_write_sweep(tmp_path, [
+      {**TINY, 'train.seed': 0}, {**TINY, 'train.seed': 1}]), tmp_path / 'runs'),
+      tmp_path / 'runs')
+  assert [run.workdir.name for run in again] == ['seed=0', 'seed=1']
+  assert [run.finished() for run in again] == [False, False]
+
+
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min
 def test_restarted_sweep_runs_only_unfinished_runs_and_records_failures(tmp_path, capsys):
   not_a_checkpoint = tmp_path / 'empty'
@@ -101,6 +134,10 @@ def test_restarted_sweep_runs_only_unfinished_runs_and_records_failures(tmp_path
   assert 'now: runs/seed=0' not in err
   assert (tmp_path / 'runs' / 'seed=0' / 'result.json').read_text() == first
   assert (tmp_path / 'runs' / 'seed=1' / 'result.json').exists()
+  path = _write_sweep(tmp_path, [{**TINY, 'train.seed': 0}])  # narrowed: its run is now `base`
+  assert sweep.run_sweep(path, tmp_path / 'runs') == {'done': 1, 'failed': 0, 'total': 1}
+  assert '(1 already finished, skipped)' in capsys.readouterr().err
+  assert not (tmp_path / 'runs' / 'base').exists()
 
 
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min

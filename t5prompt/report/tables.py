@@ -38,8 +38,9 @@ PAPER_CURVES = GAP + ('model_tuning_multitask',)  # the paper's figure 1
 
 
 def collect(directory: str | Path) -> tuple[list[Result], list[str]]:
-  """Every readable result under `directory`; unreadable ones are named and skipped."""
-  runs, skipped = [], []
+  """Every readable result under `directory`, each measurement once; unreadable ones and
+  copies of a run (the same config in a second directory) are named and skipped."""
+  runs, skipped, seen = [], [], {}
   for run_dir in find_results(directory):
     try:
       result = run_dir.result()
@@ -48,6 +49,11 @@ def collect(directory: str | Path) -> tuple[list[Result], list[str]]:
     except (json.JSONDecodeError, ValueError, TypeError, UnicodeDecodeError) as error:
       skipped.append(f'{run_dir / RESULT}: {error}')
       continue
+    if result.identity in seen:
+      skipped.append(f'{run_dir / RESULT}: the same config as {seen[result.identity]}, '
+                     'counted once')
+      continue
+    seen[result.identity] = run_dir / RESULT
     runs.append(result)
   return runs, skipped
 
