@@ -8,7 +8,7 @@ from flax import linen as nn
 from t5prompt import cli, optim, plan
 from t5prompt.backbone import Backbone
 from t5prompt.build import build
-from t5prompt.models import T5, get_size
+from t5prompt.models import T5, get_size, t5
 from t5prompt.partitioning import make_partitioning
 from t5prompt.run_config import default_config
 
@@ -27,8 +27,11 @@ def _device_bytes(tree) -> int:
     pytest.param('prefix_tuning', (4, 2), False, 'bfloat16', marks=pytest.mark.slow),
     pytest.param('deep_prompt_tuning', (2, 4), True, 'bfloat16', marks=pytest.mark.slow),
     pytest.param('p_tuning', (8, 1), False, 'bfloat16', marks=pytest.mark.slow)])
-def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed, dtype):
-  """In bf16 (the plan's default) a frozen backbone's matrices are stored in bf16."""
+def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed, dtype, monkeypatch):
+  """In bf16 (the plan's default) a frozen backbone's matrices are stored in bf16. The plan is
+  for accelerators: the real arrays are placed as there (a CPU without bf16 dot units keeps
+  frozen kernels in float32 instead: tests/test_precision.py)."""
+  monkeypatch.setattr(t5, 'native_low_precision_dots', lambda: True)
   config = get_size('tiny-v1_1').replace(dtype=dtype)
   optimizer_config = default_config().optimizer
   optimizer_config.factored = method == 'model_tuning'

@@ -1,8 +1,10 @@
 """The bf16 compute mode: bf16 matmul operands with float32 accumulation in the forward and the
 backward, frozen matrices stored in bf16 without changing the outputs, kernels read as stored
-(no per-step copies), float32 dots of the rounded operands where a CPU has no bf16 units, and
-the CPU's unrolled layer loop computing what the rolled one does."""
+(no per-step copies), float32 dots of the rounded operands where a CPU has no bf16 units (a
+frozen backbone's kernels rounded once and kept in float32 there), and the CPU's unrolled layer
+loop computing what the rolled one does."""
 
+import functools
 import re
 
 import flax.linen as nn
@@ -11,8 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from t5prompt import build as build_module
+from t5prompt.backbone import Backbone
 from t5prompt.build import stored_dtypes
 from t5prompt.models import T5, get_size
+from t5prompt.partitioning import make_partitioning
+from t5prompt.plan import run_config_for
 from t5prompt.models import t5
 from t5prompt.models.t5 import DenseGeneral, einsum
 
@@ -118,10 +124,11 @@ def test_float32_einsum_is_jnp_einsum():
                                 jnp.einsum('abc,cd->abd', a, b))
 
 
+@functools.cache  # an init compiles for seconds; the arrays are immutable
 def _tiny(size, **changes):
   config = get_size(size).replace(dropout_rate=0.0, vocab_size=128, **changes)
   tokens = jnp.ones((1, 4), jnp.int32)
-  return config, nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens)['params'])
+  return config, nn.unbox(jax.jit(T5(config).init)(jax.random.key(0), tokens, tokens)["params"])
 
 
 def _batch(vocab_size):
@@ -170,6 +177,60 @@ def test_frozen_matrices_stored_in_bf16_leave_the_outputs_unchanged():
   apply = jax.jit(lambda p: T5(config).apply({'params': p}, inputs, targets))
   np.testing.assert_array_equal(apply(stored), apply(params))
   assert stored_dtypes(params, jnp.float32) == jax.tree.map(lambda x: x.dtype, params)
+
+
+def _trained(method, monkeypatch, native, prerounded=None, steps=2):
+  """A bf16 run of `method` on tiny-v1_1 built as on a CPU with (`native`) or without bf16 dot
+  units (`prerounded`: force the kernel placement), after `steps` train steps."""
+  monkeypatch.setattr(t5, 'native_low_precision_dots', lambda: native)
+  if prerounded is not None:
+    monkeypatch.setattr(build_module, 'prerounded_kernels', lambda *_: prerounded)
+  config, params = _tiny('tiny-v1_1', dtype='bfloat16')
+  run_config = run_config_for(method, 4, init='random_uniform')
+  partitioning = make_partitioning((1, 1), devices=jax.devices()[:1])
+  inputs, targets = _batch(config.vocab_size)
+  with partitioning.activate():
+    run = build_module.build(run_config, Backbone(config, params, 'test', ''), partitioning)
+    state = run.state
+    for step in range(steps):
+      state.trainable, state.opt_state, _ = run.train_step(
+          state.trainable, state.opt_state, state.frozen,
+          {'inputs': inputs, 'targets': targets}, state.rng, step)
+  return run, params
+
+
+def _by_name(tree) -> dict:
+  return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_a_frozen_backbone_without_bf16_dot_units_keeps_its_kernels_rounded_in_float32(
+    monkeypatch):
+  """Where bf16 matmuls multiply float32 operands (no bf16 units), a frozen backbone's kernels
+  are rounded once and kept in float32, so no step widens them; the prompt trains bitwise as
+  with bf16 kernels widened in every step."""
+  run, params = _trained('prompt_tuning', monkeypatch, native=False)
+  assert run.model.config.prerounded_kernels
+  original = _by_name(params)
+  frozen = _by_name(run.state.frozen)
+  kernels = [name for name in frozen if name.endswith("['kernel']")]
+  assert len(kernels) == (4 + 3) + (4 + 4 + 3) + 1  # stacked layers' encoder, decoder; LM head
+  for name in kernels:
+    assert frozen[name].dtype == jnp.float32, name
+    np.testing.assert_array_equal(frozen[name], _rounded(original[name]), err_msg=name)
+  assert not np.array_equal(frozen[kernels[0]], original[kernels[0]])  # rounded, not as loaded
+  assert frozen["['token_embedder']['embedding']"].dtype == BF16  # only gathered: stays bf16
+  widened_each_step, _ = _trained('prompt_tuning', monkeypatch, native=False, prerounded=False)
+  assert not widened_each_step.model.config.prerounded_kernels
+  assert all(_by_name(widened_each_step.state.frozen)[name].dtype == BF16 for name in kernels)
+  np.testing.assert_array_equal(run.state.trainable['prompt']['prompt'],
+                                widened_each_step.state.trainable['prompt']['prompt'])
+  native, _ = _trained('prompt_tuning', monkeypatch, native=True, steps=0)
+  assert not native.model.config.prerounded_kernels  # bf16 kernels feed the bf16 units
+
+
+def test_model_tuning_rounds_its_float32_kernels_in_every_step(monkeypatch):
+  run, _ = _trained('model_tuning', monkeypatch, native=False, steps=0)
+  assert not run.model.config.prerounded_kernels  # its kernels train: float32 masters
 
 
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min

@@ -35,6 +35,10 @@ class T5Config:
   # Compute dtype of activations and matmul operands (accumulation is float32). Trained params
   # are float32; a lower precision keeps the frozen backbone's matrices in it (`build`).
   dtype: str = 'float32'
+  # The projection kernels arrive in float32 already holding `dtype`'s values: set by `build`
+  # for a frozen backbone on a CPU without low-precision dot units, where a bf16 matmul
+  # multiplies float32 operands anyway, so no step widens them again.
+  prerounded_kernels: bool = False
   # Stack layers with nn.scan (one compiled layer body: bounded compile time at XXL).
   scan_layers: bool = True
   # Layers per iteration of the scanned loop. 0: by backend, every layer on CPU (no loop: the

@@ -71,17 +71,21 @@ def relative_position_buckets(query_length: int, key_length: int, *, bidirection
   return buckets + np.where(distance < max_exact, distance, large)
 
 
-def einsum(spec: str, a: Array, b: Array, dtype) -> Array:
+def einsum(spec: str, a: Array, b: Array, dtype, b_prerounded: bool = False) -> Array:
   """A two-operand einsum with its operands in `dtype`, accumulated and returned in float32.
 
   In float32 it is `jnp.einsum`. In a lower precision the backward's matmuls also take `dtype`
   operands (the cotangent is cast, as T5X/MaxText do), with float32 accumulation: XLA's CPU
   backend runs bf16 x bf16 -> f32 dots on the native bf16 units (AMX/AVX512-BF16) but converts
   a bf16-output dot, or one with a float32 operand, to a float32 dot. On a CPU without such
-  units the rounded operands are multiplied as float32 (`native_low_precision_dots`).
+  units the rounded operands are multiplied as float32 (`native_low_precision_dots`); there a
+  `b_prerounded` float32 `b` (a frozen kernel rounded once, `T5Config.prerounded_kernels`)
+  is taken as it is.
   """
   if jnp.dtype(dtype) == jnp.float32:
     return jnp.einsum(spec, a, b)
+  if b_prerounded and b.dtype == jnp.float32 and not native_low_precision_dots():
+    return _low_precision_einsum(spec, a.astype(dtype), b)
   return _low_precision_einsum(spec, a.astype(dtype), b.astype(dtype))
 
 
@@ -202,6 +206,7 @@ class DenseGeneral(nn.Module):
   dtype: Any
   init_scale: float = 1.0
   distribution: str = 'truncated_normal'
+  prerounded: bool = False  # the kernel arrives holding `dtype`'s values (`einsum`)
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -216,7 +221,8 @@ class DenseGeneral(nn.Module):
     batch_shape = x.shape[:x.ndim - self.contract_dims]
     batch = 'abcdefghijklmnopqrstuvwx'[:len(batch_shape)]
     flat = einsum(f'{batch}y,yz->{batch}z', x.reshape(*batch_shape, math.prod(in_shape)),
-                  kernel.reshape(math.prod(in_shape), math.prod(self.features)), self.dtype)
+                  kernel.reshape(math.prod(in_shape), math.prod(self.features)), self.dtype,
+                  b_prerounded=self.prerounded)
     return flat.reshape(*batch_shape, *self.features).astype(self.dtype)
 
 
@@ -262,7 +268,8 @@ class Attention(nn.Module):
     config = self.config
     heads, d_kv, d_model = config.num_heads, config.d_kv, config.d_model
     projection = dict(features=(heads, d_kv), kernel_axes=('embed', 'heads', 'kv'),
-                      contract_dims=1, dtype=config.compute_dtype, distribution='normal')
+                      contract_dims=1, dtype=config.compute_dtype, distribution='normal',
+                      prerounded=config.prerounded_kernels)
     # T5 folds the 1/sqrt(d_kv) of dot-product attention into the query's init.
     query = DenseGeneral(**projection, init_scale=1 / d_kv, name='query')(inputs_q)
     query = nn.with_logical_constraint(query, ('batch', 'length', 'heads', 'kv'))
@@ -289,7 +296,8 @@ class Attention(nn.Module):
     mixed = mixed.astype(config.compute_dtype)
     mixed = nn.with_logical_constraint(mixed, ('batch', 'length', 'heads', 'kv'))
     return DenseGeneral(features=(d_model,), kernel_axes=('heads', 'kv', 'embed'), contract_dims=2,
-                        dtype=config.compute_dtype, distribution='normal', name='out')(mixed)
+                        dtype=config.compute_dtype, distribution='normal',
+                        prerounded=config.prerounded_kernels, name='out')(mixed)
 
   def _cached_cross_kv(self, project_kv):
     """Encoder keys/values: projected when the cache is created, read back afterwards."""
@@ -348,7 +356,7 @@ class Mlp(nn.Module):
   def __call__(self, x: Array) -> Array:
     config = self.config
     dense = dict(kernel_axes=('embed', 'mlp'), contract_dims=1, dtype=config.compute_dtype,
-                 features=(config.d_ff,))
+                 features=(config.d_ff,), prerounded=config.prerounded_kernels)
     if config.is_gated:
       gate = nn.gelu(DenseGeneral(**dense, name='wi_0')(x), approximate=True)
       hidden = gate * DenseGeneral(**dense, name='wi_1')(x)
@@ -360,7 +368,8 @@ class Mlp(nn.Module):
     hidden = nn.with_logical_constraint(hidden, ('batch', 'length', 'mlp'))
     hidden = Dropout(config.dropout_rate)(hidden, self.deterministic)
     return DenseGeneral(features=(config.d_model,), kernel_axes=('mlp', 'embed'), contract_dims=1,
-                        dtype=config.compute_dtype, name='wo')(hidden)
+                        dtype=config.compute_dtype, prerounded=config.prerounded_kernels,
+                        name='wo')(hidden)
 
 
 def _residual(x: Array, update: Array, config: T5Config, deterministic: bool) -> Array:
@@ -515,7 +524,7 @@ class Decoder(nn.Module):
     else:
       logits = DenseGeneral(features=(config.vocab_size,), kernel_axes=('embed', 'vocab'),
                             contract_dims=1, dtype=config.compute_dtype,
-                            name='logits_dense')(y)
+                            prerounded=config.prerounded_kernels, name='logits_dense')(y)
     return nn.with_logical_constraint(logits.astype(jnp.float32), ('batch', 'length', 'vocab'))
 
 
