@@ -180,8 +180,7 @@ def expand(sweep: Sweep, workdir: str | Path) -> list[Run]:
 def _adopt_renamed(expanded: list[Run]) -> list[Run]:
   """Each run not finished under its own name takes the directory, beside it, of a finished
   run of exactly its config that no run of this sweep is named for: its result from before the
-  grid changed and renamed it. Without this a narrowed grid would run finished runs again and
-  the report would count them twice."""
+  grid changed and renamed it. Without this a narrowed grid would run finished runs again."""
   owned = {run.workdir for run in expanded}
   orphans = {}  # stage root -> directories there no run of this sweep is named for
   adopted = []
