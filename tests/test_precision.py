@@ -128,7 +128,13 @@ def test_float32_einsum_is_jnp_einsum():
 def _tiny(size, **changes):
   config = get_size(size).replace(dropout_rate=0.0, vocab_size=128, **changes)
   tokens = jnp.ones((1, 4), jnp.int32)
-  return config, nn.unbox(jax.jit(T5(config).init)(jax.random.key(0), tokens, tokens)["params"])
+  return config, nn.unbox(jax.jit(T5(config).init)(jax.random.key(0), tokens, tokens)['params'])
+
+
+def _by_name(tree) -> dict:
+  """{'['encoder']['layers']...': leaf} of a param tree."""
+  return {jax.tree_util.keystr(path): leaf
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def _batch(vocab_size):
@@ -165,8 +171,7 @@ def test_bf16_mode_loss_and_gradients_stay_close_to_float32(size):
 def test_frozen_matrices_stored_in_bf16_leave_the_outputs_unchanged():
   config, params = _tiny('tiny-v1_1', dtype='bfloat16')
   dtypes = stored_dtypes(params, config.compute_dtype)
-  flat = {jax.tree_util.keystr(path): dtype
-          for path, dtype in jax.tree_util.tree_leaves_with_path(dtypes)}
+  flat = _by_name(dtypes)
   assert flat["['token_embedder']['embedding']"] == BF16
   assert flat["['encoder']['layers']['attention']['query']['kernel']"] == BF16
   assert flat["['encoder']['relpos_bias']['rel_embedding']"] == BF16
@@ -197,10 +202,6 @@ def _trained(method, monkeypatch, native, prerounded=None, steps=2):
           state.trainable, state.opt_state, state.frozen,
           {'inputs': inputs, 'targets': targets}, state.rng, step)
   return run, params
-
-
-def _by_name(tree) -> dict:
-  return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def test_a_frozen_backbone_without_bf16_dot_units_keeps_its_kernels_rounded_in_float32(

@@ -79,12 +79,12 @@ def einsum(spec: str, a: Array, b: Array, dtype, b_prerounded: bool = False) -> 
   backend runs bf16 x bf16 -> f32 dots on the native bf16 units (AMX/AVX512-BF16) but converts
   a bf16-output dot, or one with a float32 operand, to a float32 dot. On a CPU without such
   units the rounded operands are multiplied as float32 (`native_low_precision_dots`); there a
-  `b_prerounded` float32 `b` (a frozen kernel rounded once, `T5Config.prerounded_kernels`)
-  is taken as it is.
+  `b_prerounded` `b` (a frozen kernel rounded once and kept in float32: `build` decides, and
+  sets `T5Config.prerounded_kernels`) is taken as it is.
   """
   if jnp.dtype(dtype) == jnp.float32:
     return jnp.einsum(spec, a, b)
-  if b_prerounded and b.dtype == jnp.float32 and not native_low_precision_dots():
+  if b_prerounded:
     return _low_precision_einsum(spec, a.astype(dtype), b)
   return _low_precision_einsum(spec, a.astype(dtype), b.astype(dtype))
 
