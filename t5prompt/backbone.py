@@ -60,17 +60,21 @@ def load_model_backbone(model_config, stream: bool = False) -> Backbone:
     source = model_config.checkpoint
   else:
     config = get_size(model_config.size).replace(**overrides)
-    tokens = jnp.ones((1, 8), jnp.int32)
-    # Drawn as a stack in either layout, so a seed names the same weights on every backend.
-    params = nn.unbox(jax.jit(T5(config.replace(scan_layers=True)).init)(
-        jax.random.key(model_config.init_seed), tokens, tokens)['params'])
-    if not config.scan_layers:
-      params = unstack_layers(params)
+    params = random_params(config, model_config.init_seed)
     source = f'random:{model_config.size}:seed{model_config.init_seed}'
     if model_config.vocabulary:
       source += f':{model_config.vocabulary}'
   params = jax.tree.map(lambda x: x if is_lazy(x) else jnp.asarray(x, jnp.float32), params)
   return Backbone(config, params, source, _params_hash(params), _vocabulary_name(model_config))
+
+
+def random_params(config: T5Config, seed: int) -> dict:
+  """Random weights of `config` (T5X's init). Drawn as a layer stack in either layout, so a
+  seed names the same weights on every backend; jitted (an eager init is ~2x slower on a CPU)."""
+  tokens = jnp.ones((1, 8), jnp.int32)
+  params = nn.unbox(jax.jit(T5(config.replace(scan_layers=True)).init)(
+      jax.random.key(seed), tokens, tokens)['params'])
+  return params if config.scan_layers else unstack_layers(params)
 
 
 def _params_hash(params) -> str:

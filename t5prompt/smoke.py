@@ -6,8 +6,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
+from t5prompt.backbone import random_params
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, decode, get_size
 from t5prompt.models.convert import load_backbone
@@ -23,8 +23,7 @@ def smoke(text: str, checkpoint: str = '', size: str = 'tiny-v1_1', seed: int = 
     source = checkpoint
   else:
     config = get_size(size)
-    tokens = jnp.ones((1, 8), jnp.int32)
-    params = nn.unbox(T5(config).init(jax.random.key(seed), tokens, tokens)['params'])
+    params = random_params(config, seed)
     source = f'{size} (random weights, seed {seed})'
   vocabulary = get_vocabulary()
   model = T5(config)

@@ -1,5 +1,6 @@
 """Shared fixtures: random transformers T5 models saved as real checkpoint directories."""
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -62,6 +63,27 @@ def hub_v11_backbone(directory: Path, seed: int):
   save_as_hub_v4(make_hf_t5(seed=seed, untied_head=True, **PEFT_T5_KWARGS), directory)
   config, params = load_hf(str(directory), dropout_rate=0.0)
   return directory, config, params
+
+
+def init_params(model, *inputs, seed: int = 0):
+  """A Flax model's params, unboxed, by a jitted init. Eager, even a tiny T5's init dispatches
+  its ops one by one (~20 s on a slow CPU); jitted, XLA compiles it once (~10 s there, most of
+  it ~0.1 s per random initializer). Same values either way."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from flax import linen as nn  # pylint: disable=import-outside-toplevel
+  return nn.unbox(jax.jit(model.init)(jax.random.key(seed), *inputs)['params'])
+
+
+@functools.cache  # the arrays are immutable: one init per config and seed per test process
+def random_t5_params(config, seed: int = 0):
+  """A random T5's params. They are float32 whatever `config.dtype` (the compute dtype), so
+  tests that differ only in it share one init."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from t5prompt.models import T5  # pylint: disable=import-outside-toplevel
+  if config.dtype != 'float32':
+    return random_t5_params(config.replace(dtype='float32'), seed)
+  tokens = jnp.ones((1, 4), jnp.int32)
+  return init_params(T5(config), tokens, tokens, seed=seed)
 
 
 def random_batch(vocab_size: int, batch: int, input_length: int, target_length: int, seed: int = 0):

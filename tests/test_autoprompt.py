@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import linen as nn
 
+from conftest import random_t5_params
 from t5prompt import search as search_lib
 from t5prompt import train as trainer
 from t5prompt.build import cross_entropy
@@ -93,8 +93,7 @@ def test_first_order_ranking_equals_brute_force_linearised_objective():
   """The candidates' order is the order of L(e) + (e_w - e) . dL/de at the slot, each term
   computed separately here by a forward-mode derivative of the real loss along e_w - e."""
   model = T5(TINY, prompt=autoprompt.EmbeddingProbe())
-  params = nn.unbox(T5(TINY).init(jax.random.key(0), jnp.ones((1, 8), jnp.int32),
-                                  jnp.ones((1, 2), jnp.int32))['params'])
+  params = random_t5_params(TINY)
   embedding = np.asarray(params['token_embedder']['embedding'])
   rng = np.random.RandomState(0)
   inputs = rng.randint(3, 64, (4, 8)).astype(np.int32)
@@ -146,8 +145,7 @@ def key_reader():
     targets = np.stack([np.where(has_key, YES, NO), np.ones(size)], 1).astype(np.int32)
     return inputs, targets
 
-  params = nn.unbox(model.init(jax.random.key(1), jnp.ones((1, 10), jnp.int32),
-                               jnp.ones((1, 2), jnp.int32))['params'])
+  params = random_t5_params(TINY, seed=1)
   optimizer = optax.adam(3e-3)
   opt_state = optimizer.init(params)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from conftest import random_t5_params
 from t5prompt.data import pipeline
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import get_vocabulary
@@ -22,11 +23,7 @@ def forced_model(text: str):
   so its final state is the input token's embedding, and the LM head maps each chain token's
   (one-hot) embedding to the next token of the chain with a large logit."""
   config = get_size('tiny-v1_1').replace(dropout_rate=0.0)
-  tokens = np.ones((1, 4), np.int32)
-  params = jax.tree.map(np.array, jax.tree.map(
-      lambda x: x.value if hasattr(x, 'value') else x,
-      T5(config).init(jax.random.key(0), tokens, tokens)['params'],
-      is_leaf=lambda x: hasattr(x, 'value')))
+  params = jax.tree.map(np.array, random_t5_params(config))  # writable copies
   flat = traverse_util.flatten_dict(params, sep='/')
   for path in flat:
     if path.startswith('decoder/') and path.endswith(('out/kernel', 'wo/kernel')):

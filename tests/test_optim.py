@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import init_params
 from t5prompt import optim
 from t5prompt.run_config import default_config
 from t5prompt.prompts.methods import build_model
@@ -20,9 +21,7 @@ def setup():
   config = get_size('tiny-v1_1').replace(dropout_rate=0.0)
   model = build_model(config, 'prompt_tuning', PROMPT_LENGTH)
   tokens = jnp.array([[5, 6, 7, 1], [8, 9, 1, 0]], jnp.int32)
-  params = jax.tree.map(lambda x: x.value if hasattr(x, 'value') else x,
-                        model.init(jax.random.key(0), tokens, tokens)['params'],
-                        is_leaf=lambda x: hasattr(x, 'value'))
+  params = init_params(model, tokens, tokens)
   batch = {'inputs': np.asarray(tokens), 'targets': np.array([[3, 4, 1, 0], [5, 1, 0, 0]],
                                                              np.int32)}
   return config, model, params, batch

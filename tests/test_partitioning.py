@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
 from t5prompt import optim
@@ -25,7 +24,7 @@ from t5prompt.prompts.methods import build_model
 from t5prompt.train import train
 from t5prompt.prompts import methods
 
-from conftest import REPO
+from conftest import REPO, init_params
 
 TOLERANCE = 1e-5
 SHORT = ['--config.model.size=tiny-v1_1', '--config.task.input_length=64',
@@ -66,8 +65,7 @@ def test_params_and_prompt_are_sharded_as_the_rules_say():
       specs = logical_param_specs(model)
       shardings = partitioning.shardings(specs)
       tokens = jnp.ones((8, 8), jnp.int32)
-      params = partitioning.put(nn.unbox(model.init(jax.random.key(0), tokens, tokens))['params'],
-                                shardings)
+      params = partitioning.put(init_params(model, tokens, tokens), shardings)
     layer = params['encoder']['layers']
     expected = {
         ('encoder', 'layers', 'attention', 'query', 'kernel'): P(None, embed, 'model', None),
@@ -100,8 +98,7 @@ def test_optimizer_state_follows_its_params():
   with partitioning.activate():
     shardings = partitioning.shardings(logical_param_specs(model))
     tokens = jnp.ones((8, 8), jnp.int32)
-    params = partitioning.put(nn.unbox(model.init(jax.random.key(0), tokens, tokens))['params'],
-                              shardings)
+    params = partitioning.put(init_params(model, tokens, tokens), shardings)
     state_specs = state_shardings(jax.eval_shape(optimizer.init, params), shardings, params,
                                   partitioning)
     state = jax.jit(optimizer.init, out_shardings=state_specs)(params)

@@ -1,14 +1,13 @@
 """`t5prompt plan`: its params / optimizer-state / gradient bytes equal the real sharded arrays'."""
 
 import jax
-import jax.numpy as jnp
 import pytest
-from flax import linen as nn
 
+from conftest import random_t5_params
 from t5prompt import cli, optim, plan
 from t5prompt.backbone import Backbone
 from t5prompt.build import build
-from t5prompt.models import T5, get_size, t5
+from t5prompt.models import get_size, t5
 from t5prompt.partitioning import make_partitioning
 from t5prompt.run_config import default_config
 
@@ -38,8 +37,7 @@ def test_plan_bytes_equal_the_real_sharded_arrays(method, mesh, shard_embed, dty
   expected = plan.plan('tiny-v1_1', method, mesh, batch=8, prompt_length=16,
                        shard_embed=shard_embed, optimizer_config=optimizer_config, dtype=dtype)
   partitioning = make_partitioning(mesh, shard_embed)
-  tokens = jnp.ones((8, 8), jnp.int32)
-  weights = nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens))['params']
+  weights = random_t5_params(config)
   run_config = plan.run_config_for(method, 16, optimizer_config, init='random_uniform')
   with partitioning.activate():  # real arrays, placed exactly as training places them
     state = build(run_config, Backbone(config, weights, 'test', ''), partitioning).state

@@ -9,7 +9,7 @@ import peft
 import pytest
 import transformers
 
-from conftest import make_hf_t5
+from conftest import init_params, make_hf_t5
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, get_size
 from t5prompt.prompts import SoftPrompt, make_initializer
@@ -39,9 +39,7 @@ def test_prompted_model_equals_backbone_on_prompt_plus_input_embeddings():
   config = get_size('tiny-v1_1')
   tokens = jnp.array([[5, 6, 7, 1, 0]], jnp.int32)
   model = T5(config, prompt=SoftPrompt(3))
-  params = jax.tree.map(lambda x: x.value if hasattr(x, 'value') else x,
-                        model.init(jax.random.key(0), tokens, tokens)['params'],
-                        is_leaf=lambda x: hasattr(x, 'value'))
+  params = init_params(model, tokens, tokens)
   encoded, mask = model.apply({'params': params}, tokens, method=T5.encode)
   backbone = T5(config)
   embedded = params['token_embedder']['embedding'][tokens]

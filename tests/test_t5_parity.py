@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import hf_logits, make_hf_t5, random_batch, save_as_hub_v4
+from conftest import hf_logits, init_params, make_hf_t5, random_batch, save_as_hub_v4
 from t5prompt.models import T5, convert, load_hf, save_hf
 from t5prompt.models.t5 import relative_position_buckets
 
@@ -128,9 +128,9 @@ def test_bfloat16_compute_stays_close_and_params_stay_float32(tmp_path):
   assert logits.dtype == np.float32
   reference = hf_logits(model, inputs, decoder_inputs)
   assert np.abs(logits - reference).max() <= 0.05 * np.abs(reference).max()
-  initialised = T5(config).init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
-                                jnp.ones((1, 4), jnp.int32))['params']
-  assert {leaf.dtype for leaf in jax.tree.leaves(nn.unbox(initialised))} == {np.dtype('float32')}
+  tokens = jnp.ones((1, 4), jnp.int32)
+  initialised = init_params(T5(config), tokens, tokens)
+  assert {leaf.dtype for leaf in jax.tree.leaves(initialised)} == {np.dtype('float32')}
 
 
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): keeps the default suite under 10 min

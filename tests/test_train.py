@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from t5prompt import cli, optim
+from t5prompt import cli
 from t5prompt.backbone import load_model_backbone
 from t5prompt.build import build
 from t5prompt.data import pipeline

@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
-from conftest import REPO
+from conftest import REPO, random_t5_params
 from t5prompt import cli, library as library_lib, optim
 from t5prompt.data import pipeline
 from t5prompt.data.vocab import get_vocabulary
@@ -27,8 +26,7 @@ LENGTH = 4
 @pytest.fixture(scope='module')
 def backbone():
   config = get_size('tiny-v1_1').replace(dropout_rate=0.0)
-  tokens = jnp.ones((1, 4), jnp.int32)
-  return config, nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens)['params'])
+  return config, random_t5_params(config)
 
 
 def _prompts(count, d_model=32, seed=0):
