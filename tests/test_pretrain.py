@@ -93,11 +93,10 @@ def test_reliance_is_zero_for_a_random_model_and_large_after_learning_to_copy():
   model = T5(config)
   rng = np.random.RandomState(0)
   held_out = _copy_split(rng)
-  params = random_t5_params(config)
-  before = language_model_metrics(model, params, held_out, 32)
+  trainable = random_t5_params(config)
+  before = language_model_metrics(model, trainable, held_out, 32)
   assert abs(before['reliance']) < 0.05  # a random decoder does not read its input
   optimizer = optax.adam(1e-2)
-  trainable = params
   opt_state = optimizer.init(trainable)
   step = jax.jit(make_train_step(model, optimizer))
   for index in range(300):
