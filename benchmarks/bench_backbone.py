@@ -8,9 +8,9 @@ Timings alternate between the two sides, repeat, and report medians. Results go 
 benchmarks/results/backbone.json (ignored by git).
 """
 
-from t5prompt.xla_cpu import set_cpu_flags
+from t5prompt.xla_cpu import prepare_cpu_backend
 
-set_cpu_flags()  # as the train loop runs, before JAX starts
+prepare_cpu_backend()  # as the train loop runs, before JAX starts
 
 import argparse  # pylint: disable=wrong-import-position
 import json  # pylint: disable=wrong-import-position

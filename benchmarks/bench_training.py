@@ -50,9 +50,9 @@ if THREADS:
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              f' --xla_cpu_multi_thread_eigen={str(THREADS > 1).lower()}').strip()
 
-from t5prompt.xla_cpu import set_cpu_flags  # pylint: disable=wrong-import-position
+from t5prompt.xla_cpu import prepare_cpu_backend  # pylint: disable=wrong-import-position
 
-set_cpu_flags()  # the train loop's XLA flags
+prepare_cpu_backend()  # as the train loop runs: XLA's flags, glibc's allocator
 
 import argparse  # pylint: disable=wrong-import-position
 import tempfile  # pylint: disable=wrong-import-position
@@ -61,12 +61,12 @@ from pathlib import Path  # pylint: disable=wrong-import-position
 import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
-from flax import linen as nn  # pylint: disable=wrong-import-position
 
-from t5prompt.backbone import Backbone, scan_layers  # pylint: disable=wrong-import-position
+from t5prompt.backbone import (Backbone, random_params,  # pylint: disable=wrong-import-position
+                               scan_layers)
 from t5prompt.build import build  # pylint: disable=wrong-import-position
 from t5prompt.checkpoints import RunCheckpoints  # pylint: disable=wrong-import-position
-from t5prompt.models import T5, get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
+from t5prompt.models import get_size, load_hf, save_hf  # pylint: disable=wrong-import-position
 from t5prompt.models.convert import unstack_layers  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.plan import run_config_for  # pylint: disable=wrong-import-position
@@ -154,9 +154,7 @@ def load_average() -> float:
 def random_backbone(size: str, directory: str):
   """Random weights of a named size, saved as an HF checkpoint both sides load."""
   config = get_size(size).replace(dropout_rate=0.0)
-  tokens = jnp.ones((1, 4), jnp.int32)
-  params = nn.unbox(T5(config).init(jax.random.key(0), tokens, tokens)['params'])
-  save_hf(directory, config, params)
+  save_hf(directory, config, random_params(config, seed=0))
   return load_hf(directory, dropout_rate=0.0)
 
 

@@ -470,8 +470,8 @@ def _stop_at_once(signum, frame) -> None:
 
 
 def main(argv=None) -> int:
-  from t5prompt.xla_cpu import set_cpu_flags
-  set_cpu_flags()  # before JAX starts, which the handlers import
+  from t5prompt.xla_cpu import prepare_cpu_backend
+  prepare_cpu_backend()  # before JAX starts, which the handlers import
   if argv is None:  # the command itself (not a test calling main): stop cleanly from line one
     _STDERR[0] = os.dup(2)
     for signum in (signal.SIGINT, signal.SIGTERM):

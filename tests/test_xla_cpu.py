@@ -1,8 +1,10 @@
-"""The CPU backend's XLA flags: added to what the user set (never over it), only for the jaxlib
-releases measured, and computing the same numbers as XLA's defaults."""
+"""The CPU backend's settings. XLA flags: added to what the user set (never over it), only for
+the jaxlib releases measured, and computing the same numbers as XLA's defaults. glibc's
+allocator: a jitted step reuses its freed temporaries' pages, unless the user tuned malloc."""
 
 import importlib.metadata
 import os
+import platform
 import subprocess
 import sys
 
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from t5prompt.xla_cpu import CPU_FLAGS, set_cpu_flags
+from t5prompt import xla_cpu
+from t5prompt.xla_cpu import CPU_FLAGS, keep_freed_memory, set_cpu_flags
 
 SCHEDULER = '--xla_cpu_enable_concurrency_optimized_scheduler'
 
@@ -37,6 +40,50 @@ def test_an_unmeasured_jaxlib_gets_no_flags(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
   set_cpu_flags()
   assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=2'
+
+
+# A step whose temporary (96 MB: the barrier keeps it whole) is larger than a glibc thread
+# arena's heap (64 MB): without the setting each call maps it fresh and faults in every page.
+_STEP_FAULTS = """
+import resource, sys
+if sys.argv[1] == 'keep':
+  from t5prompt.xla_cpu import keep_freed_memory
+  assert keep_freed_memory()
+import jax, jax.numpy as jnp
+
+@jax.jit
+def step(x):
+  return jnp.cos(jax.lax.optimization_barrier(jnp.sin(x))).sum()
+
+x = jnp.ones(24_000_000, jnp.float32)
+for _ in range(3):
+  step(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+step(x).block_until_ready()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason="glibc's allocator")
+def test_a_step_reuses_its_freed_temporaries_pages():
+  faults = {}
+  for mode in ('keep', 'default'):
+    env = {name: value for name, value in os.environ.items() if not name.startswith('MALLOC_')}
+    done = subprocess.run([sys.executable, '-c', _STEP_FAULTS, mode], env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+    faults[mode] = int(done.stdout.split()[-1])
+  pages = 96_000_000 // 4096
+  assert faults['default'] > 0.9 * pages  # the buffer mapped fresh: every page faults
+  assert faults['keep'] < 0.01 * pages, faults
+
+
+def test_the_users_malloc_tuning_stays(monkeypatch):
+  monkeypatch.setattr(xla_cpu.ctypes, 'CDLL', lambda name: pytest.fail('mallopt was called'))
+  monkeypatch.setenv('MALLOC_ARENA_MAX', '4')
+  assert not keep_freed_memory()
+  monkeypatch.delenv('MALLOC_ARENA_MAX')
+  monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.trim_threshold=0')
+  assert not keep_freed_memory()
 
 
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): two training processes
