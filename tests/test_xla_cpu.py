@@ -43,12 +43,14 @@ def test_an_unmeasured_jaxlib_gets_no_flags(monkeypatch):
 
 
 # A step whose temporary (96 MB: the barrier keeps it whole) is larger than a glibc thread
-# arena's heap (64 MB): without the setting each call maps it fresh and faults in every page.
+# arena's heap (64 MB): without the setting every call maps it fresh and faults in every page.
+# With it the heap may grow for the first few calls (an aligned block freed by one call can be
+# just too small for the next one's request) and then holds: faults in up to 8 of the first 14
+# of 40 calls, measured.
 _STEP_FAULTS = """
 import resource, sys
-if sys.argv[1] == 'keep':
-  from t5prompt.xla_cpu import keep_freed_memory
-  assert keep_freed_memory()
+from t5prompt.xla_cpu import keep_freed_memory
+applied = sys.argv[1] == 'keep' and keep_freed_memory()
 import jax, jax.numpy as jnp
 
 @jax.jit
@@ -56,11 +58,13 @@ def step(x):
   return jnp.cos(jax.lax.optimization_barrier(jnp.sin(x))).sum()
 
 x = jnp.ones(24_000_000, jnp.float32)
-for _ in range(3):
+step(x).block_until_ready()  # compiled
+faults = []
+for _ in range(30):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   step(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-step(x).block_until_ready()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(applied, *faults)
 """
 
 
@@ -71,10 +75,13 @@ def test_a_step_reuses_its_freed_temporaries_pages():
     env = {name: value for name, value in os.environ.items() if not name.startswith('MALLOC_')}
     done = subprocess.run([sys.executable, '-c', _STEP_FAULTS, mode], env=env,
                           capture_output=True, text=True, timeout=300, check=True)
-    faults[mode] = int(done.stdout.split()[-1])
+    applied, *counts = done.stdout.split()
+    if mode == 'keep' and applied != 'True':
+      pytest.skip('an accelerator plugin is installed: glibc keeps its defaults')
+    faults[mode] = sorted(int(count) for count in counts)
   pages = 96_000_000 // 4096
-  assert faults['default'] > 0.9 * pages  # the buffer mapped fresh: every page faults
-  assert faults['keep'] < 0.01 * pages, faults
+  assert faults['default'][0] > 0.9 * pages  # every call maps the buffer fresh
+  assert faults['keep'][len(faults['keep']) // 2] < 0.01 * pages, faults['keep']  # most reuse
 
 
 def test_the_users_malloc_tuning_stays(monkeypatch):
