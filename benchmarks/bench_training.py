@@ -50,9 +50,9 @@ if THREADS:
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                              f' --xla_cpu_multi_thread_eigen={str(THREADS > 1).lower()}').strip()
 
-from t5prompt.xla_cpu import prepare_cpu_backend  # pylint: disable=wrong-import-position
+from t5prompt import xla_cpu  # pylint: disable=wrong-import-position
 
-prepare_cpu_backend()  # as the train loop runs: XLA's flags, glibc's allocator
+xla_cpu.prepare_cpu_backend()  # as the train loop runs: XLA's flags, one malloc arena
 
 import argparse  # pylint: disable=wrong-import-position
 import tempfile  # pylint: disable=wrong-import-position
@@ -90,6 +90,7 @@ class Trainer:
       self.batch = self.partitioning.full_batch_to_global({
           'inputs': rng.randint(2, 32000, (batch, input_length)).astype(np.int32),
           'targets': rng.randint(2, 32000, (batch, target_length)).astype(np.int32)})
+    xla_cpu.keep_freed_memory()  # as the train loop does once its params are placed
     self.step = 0
 
   def __call__(self):

@@ -111,6 +111,8 @@ def test_blocks_of_transposed_and_reshaped_tensors_are_exact(tmp_path):
 
 MEASURE = '''
 import sys
+from t5prompt.xla_cpu import prepare_cpu_backend
+prepare_cpu_backend()  # as the `t5prompt` command loads: XLA's flags, glibc's allocator
 import jax
 from t5prompt.backbone import load_model_backbone
 from t5prompt.models import T5, convert

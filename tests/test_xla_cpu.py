@@ -13,7 +13,7 @@ import pytest
 
 from conftest import REPO
 from t5prompt import xla_cpu
-from t5prompt.xla_cpu import CPU_FLAGS, keep_freed_memory, set_cpu_flags
+from t5prompt.xla_cpu import CPU_FLAGS, keep_freed_memory, set_cpu_flags, use_one_malloc_arena
 
 SCHEDULER = '--xla_cpu_enable_concurrency_optimized_scheduler'
 
@@ -49,8 +49,8 @@ def test_an_unmeasured_jaxlib_gets_no_flags(monkeypatch):
 # of 40 calls, measured.
 _STEP_FAULTS = """
 import resource, sys
-from t5prompt.xla_cpu import keep_freed_memory
-applied = sys.argv[1] == 'keep' and keep_freed_memory()
+from t5prompt import xla_cpu
+applied = sys.argv[1] == 'keep' and xla_cpu.use_one_malloc_arena()
 import jax, jax.numpy as jnp
 
 @jax.jit
@@ -58,6 +58,7 @@ def step(x):
   return jnp.cos(jax.lax.optimization_barrier(jnp.sin(x))).sum()
 
 x = jnp.ones(24_000_000, jnp.float32)
+applied = applied and xla_cpu.keep_freed_memory()  # as the train loop, once its params are placed
 step(x).block_until_ready()  # compiled
 faults = []
 for _ in range(30):
@@ -86,11 +87,13 @@ def test_a_step_reuses_its_freed_temporaries_pages():
 
 def test_the_users_malloc_tuning_stays(monkeypatch):
   monkeypatch.setattr(xla_cpu.ctypes, 'CDLL', lambda name: pytest.fail('mallopt was called'))
+  monkeypatch.setattr(xla_cpu, '_one_arena', False)
   monkeypatch.setenv('MALLOC_ARENA_MAX', '4')
-  assert not keep_freed_memory()
+  assert not use_one_malloc_arena()
   monkeypatch.delenv('MALLOC_ARENA_MAX')
   monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.trim_threshold=0')
-  assert not keep_freed_memory()
+  assert not use_one_malloc_arena()
+  assert not keep_freed_memory()  # only after one arena: threads' arenas would still map
 
 
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): two training processes
