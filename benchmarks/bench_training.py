@@ -90,7 +90,6 @@ class Trainer:
       self.batch = self.partitioning.full_batch_to_global({
           'inputs': rng.randint(2, 32000, (batch, input_length)).astype(np.int32),
           'targets': rng.randint(2, 32000, (batch, target_length)).astype(np.int32)})
-    xla_cpu.keep_freed_memory()  # as the train loop does once its params are placed
     self.step = 0
 
   def __call__(self):

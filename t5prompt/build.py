@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from t5prompt import optim
+from t5prompt import optim, xla_cpu
 from t5prompt.models import T5, T5Config, t5
 from t5prompt.models.decode import shift_right
 from t5prompt.models.streaming import is_lazy
@@ -212,6 +212,7 @@ def build(config, backbone: Backbone, partitioning: Partitioning) -> Run:
                        out_shardings=shardings.frozen)(frozen)
     state = TrainState(trainable, opt_state, frozen,
                        jax.device_put(dropout_rng, partitioning.replicated))
+    xla_cpu.keep_freed_memory()  # loaded and placed: from here each step reuses freed pages
 
   # --- The update step: one jit, explicit shardings, the trainable state donated -----------
   batch_sharding = partitioning.batch_sharding()

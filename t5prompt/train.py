@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t5prompt import export, optim, outcome, search, xla_cpu
+from t5prompt import export, optim, outcome, search
 from t5prompt.backbone import Backbone, load_model_backbone
 from t5prompt.build import Run, build
 from t5prompt.checkpoints import RunCheckpoints
@@ -96,7 +96,6 @@ def _train(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   train_data = load_train_data(config, backbone.vocabulary)
   eval_sets = load_eval_sets(config, backbone.vocabulary)
   run = build(config, backbone, partitioning)
-  xla_cpu.keep_freed_memory()  # loaded and placed: from here each step reuses freed pages
 
   run_dir.path.mkdir(parents=True, exist_ok=True)
   resuming = check_or_write_manifest(run_dir, config, backbone, run.method, write=is_writer)

@@ -74,7 +74,7 @@ def use_one_malloc_arena() -> bool:
 
 
 def keep_freed_memory() -> bool:
-  """Once the params are placed (the train loop calls it): large blocks from the heap, not
+  """Once the params are placed (`build` calls it): large blocks from the heap, not
   mapped apart, and up to 2 GiB freed at the heap's top kept, so each step reuses the pages the
   one before freed; returns whether it did. Only after `use_one_malloc_arena`."""
   return _one_arena and _mallopt(_M_MMAP_MAX, 0) and _mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)

@@ -58,7 +58,7 @@ def step(x):
   return jnp.cos(jax.lax.optimization_barrier(jnp.sin(x))).sum()
 
 x = jnp.ones(24_000_000, jnp.float32)
-applied = applied and xla_cpu.keep_freed_memory()  # as the train loop, once its params are placed
+applied = applied and xla_cpu.keep_freed_memory()  # as `build` does once it placed the params
 step(x).block_until_ready()  # compiled
 faults = []
 for _ in range(30):
