@@ -74,7 +74,9 @@ def relative_position_buckets(query_length: int, key_length: int, *, bidirection
 def einsum(spec: str, a: Array, b: Array, dtype, b_prerounded: bool = False) -> Array:
   """A two-operand einsum with its operands in `dtype`, accumulated and returned in float32.
 
-  In float32 it is `jnp.einsum`. In a lower precision the backward's matmuls also take `dtype`
+  In float32 it is `jnp.einsum`, except that on CPU a kernel's gradient (model tuning's) is one
+  row-major matmul over a transposed copy (`_float32_einsum_with_kernel`). In a lower
+  precision the backward's matmuls also take `dtype`
   operands (the cotangent is cast, as T5X/MaxText do), with float32 accumulation: XLA's CPU
   backend runs bf16 x bf16 -> f32 dots on the native bf16 units (AMX/AVX512-BF16) but converts
   a bf16-output dot, or one with a float32 operand, to a float32 dot. On a CPU without such
@@ -83,6 +85,8 @@ def einsum(spec: str, a: Array, b: Array, dtype, b_prerounded: bool = False) -> 
   sets `T5Config.prerounded_kernels`) is taken as it is.
   """
   if jnp.dtype(dtype) == jnp.float32:
+    if _weight_layout(spec) == 'kernel' and jax.default_backend() == 'cpu':
+      return _float32_einsum_with_kernel(spec, a, b)
     return jnp.einsum(spec, a, b)
   if b_prerounded:
     return _low_precision_einsum(spec, a.astype(dtype), b)
@@ -159,17 +163,91 @@ def _low_precision_einsum_bwd(spec, operands, cotangent):
   a_spec, b_spec, out_spec = _operand_specs(spec)
   low = cotangent.astype(a.dtype)
   grad_a = _float32_accumulating_einsum(f'{out_spec},{b_spec}->{a_spec}', low, b)
-  if out_spec[0] not in b_spec and jax.default_backend() == 'cpu':
-    # `b` is a weight (it lacks the batch index): its gradient sums over the batch, a matmul
-    # contracting both operands' leading dims, which XLA's CPU runtime has no bf16 x bf16 ->
-    # f32 kernel for. Only model tuning takes it (a frozen weight's gradient is never used).
-    grad_b = jnp.einsum(f'{out_spec},{a_spec}->{b_spec}', cotangent, a.astype(jnp.float32))
+  if _weight_layout(spec) and jax.default_backend() == 'cpu':
+    # `b` is a weight: its gradient sums over the batch, a float32 matmul (XLA's CPU runtime has
+    # no bf16 x bf16 -> f32 kernel for the dot left to it), row-major (`_weight_gradient`). Only
+    # model tuning takes it (a frozen weight's gradient is never used).
+    grad_b = _weight_gradient(spec, a.astype(jnp.float32), cotangent, b.shape)
   else:
     grad_b = _float32_accumulating_einsum(f'{out_spec},{a_spec}->{b_spec}', low, a)
   return grad_a.astype(a.dtype), grad_b.astype(b.dtype)
 
 
 _low_precision_einsum.defvjp(_low_precision_einsum_fwd, _low_precision_einsum_bwd)
+
+
+def _weight_layout(spec: str) -> str | None:
+  """'kernel' where `b` is a weight [k..., n...], 'embedding' where it is one [n..., k...] (the
+  tied embedding), None where it is not a weight (it has the batch index)."""
+  a_spec, b_spec, out_spec = _operand_specs(spec)
+  if a_spec[0] != out_spec[0] or a_spec[0] in b_spec:
+    return None
+  num_batch = _num_batch(spec)
+  if b_spec == a_spec[num_batch:] + out_spec[num_batch:]:
+    return 'kernel'
+  assert b_spec == out_spec[num_batch:] + a_spec[num_batch:], spec
+  return 'embedding'
+
+
+# A weight's gradient sums over the batch rows: left to XLA, a dot contracting its left operand's
+# leading dim, which the CPU runtime runs at about half the rate of a row-major one (40 vs 75
+# GFLOP/s for Small's [1024, 512] x [1024, 1024] on one Zen 3 core). So on CPU it is one
+# row-major matmul [k, rows] x [rows, n] over a transposed copy of one operand (the copy costs a
+# few percent of the matmul). The model's weights are [in, out] kernels ('...y,yz->...z') and
+# the tied embedding ('bld,vd->blv'): the batch dims lead `a` and the output. In float32 only
+# kernels (a JVP rule: XLA turns the embedding's [d, v] gradient back into the slow dot).
+
+
+def _num_batch(spec: str) -> int:
+  """How many leading dims of `a` (and of the output) a weight's gradient sums over."""
+  a_spec, b_spec, _ = _operand_specs(spec)
+  return sum(c not in b_spec for c in a_spec)
+
+
+def _rows(x: Array, num_batch: int) -> Array:
+  """x [batch..., rest...] -> [batch rows, rest]."""
+  return x.reshape(math.prod(x.shape[:num_batch]), -1)
+
+
+def _transposed_copy(x: Array) -> Array:
+  # The barrier keeps XLA from folding the transpose back into a dot's dimension numbers.
+  return jax.lax.optimization_barrier(x.T)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _float32_einsum_with_kernel(spec: str, a: Array, b: Array) -> Array:
+  return jnp.einsum(spec, a, b)
+
+
+@functools.partial(_float32_einsum_with_kernel.defjvp, symbolic_zeros=True)
+def _float32_einsum_with_kernel_jvp(spec, primals, tangents):
+  """A kernel's tangent term reads `a` as a transposed copy, so that its transpose (the kernel's
+  gradient under `jax.grad`) is the row-major matmul. A JVP rule, not a VJP one: AutoPrompt's
+  search takes forward-mode derivatives through the model. A frozen weight (a symbolic-zero
+  tangent) adds no term and no copy."""
+  a, b = primals
+  a_dot, b_dot = tangents
+  out = jnp.einsum(spec, a, b)
+  terms = []
+  if not isinstance(a_dot, jax.custom_derivatives.SymbolicZero):
+    terms.append(jnp.einsum(spec, a_dot, b))
+  if not isinstance(b_dot, jax.custom_derivatives.SymbolicZero):
+    num_batch = _num_batch(spec)
+    a_transposed = _transposed_copy(_rows(a, num_batch))  # [k, rows]
+    kernel = b_dot.reshape(a_transposed.shape[0], -1)  # [k, n]
+    terms.append(jax.lax.dot_general(a_transposed, kernel, (((0,), (0,)), ((), ())))
+                 .reshape(out.shape))
+  return out, sum(terms[1:], terms[0])
+
+
+def _weight_gradient(spec: str, a: Array, cotangent: Array, shape) -> Array:
+  """The gradient of the weight `b` [shape] of `spec` on CPU as the row-major matmul (the bf16
+  mode's backward)."""
+  num_batch = _num_batch(spec)
+  a_rows, cotangent_rows = _rows(a, num_batch), _rows(cotangent, num_batch)
+  if _weight_layout(spec) == 'kernel':
+    return (_transposed_copy(a_rows) @ cotangent_rows).reshape(shape)
+  return (_transposed_copy(cotangent_rows) @ a_rows).reshape(shape)
 
 
 def _fan_in(scale: float, distribution: str, contract_dims: int, ndim: int) -> Callable:
