@@ -75,14 +75,13 @@ def einsum(spec: str, a: Array, b: Array, dtype, b_prerounded: bool = False) -> 
   """A two-operand einsum with its operands in `dtype`, accumulated and returned in float32.
 
   In float32 it is `jnp.einsum`, except that on CPU a kernel's gradient (model tuning's) is one
-  row-major matmul over a transposed copy (`_float32_einsum_with_kernel`). In a lower
-  precision the backward's matmuls also take `dtype`
-  operands (the cotangent is cast, as T5X/MaxText do), with float32 accumulation: XLA's CPU
-  backend runs bf16 x bf16 -> f32 dots on the native bf16 units (AMX/AVX512-BF16) but converts
-  a bf16-output dot, or one with a float32 operand, to a float32 dot. On a CPU without such
-  units the rounded operands are multiplied as float32 (`native_low_precision_dots`); there a
-  `b_prerounded` `b` (a frozen kernel rounded once and kept in float32: `build` decides, and
-  sets `T5Config.prerounded_kernels`) is taken as it is.
+  row-major matmul over a transposed copy (`_float32_einsum_with_kernel`). In a lower precision
+  the backward's matmuls also take `dtype` operands (the cotangent is cast, as T5X/MaxText do),
+  with float32 accumulation: XLA's CPU backend runs bf16 x bf16 -> f32 dots on the native bf16
+  units (AMX/AVX512-BF16) but converts a bf16-output dot, or one with a float32 operand, to a
+  float32 dot. On a CPU without such units the rounded operands are multiplied as float32
+  (`native_low_precision_dots`); there a `b_prerounded` `b` (a frozen kernel rounded once and
+  kept in float32: `build` decides, and sets `T5Config.prerounded_kernels`) is taken as it is.
   """
   if jnp.dtype(dtype) == jnp.float32:
     if _weight_layout(spec) == 'kernel' and jax.default_backend() == 'cpu':
@@ -176,19 +175,6 @@ def _low_precision_einsum_bwd(spec, operands, cotangent):
 _low_precision_einsum.defvjp(_low_precision_einsum_fwd, _low_precision_einsum_bwd)
 
 
-def _weight_layout(spec: str) -> str | None:
-  """'kernel' where `b` is a weight [k..., n...], 'embedding' where it is one [n..., k...] (the
-  tied embedding), None where it is not a weight (it has the batch index)."""
-  a_spec, b_spec, out_spec = _operand_specs(spec)
-  if a_spec[0] != out_spec[0] or a_spec[0] in b_spec:
-    return None
-  num_batch = _num_batch(spec)
-  if b_spec == a_spec[num_batch:] + out_spec[num_batch:]:
-    return 'kernel'
-  assert b_spec == out_spec[num_batch:] + a_spec[num_batch:], spec
-  return 'embedding'
-
-
 # A weight's gradient sums over the batch rows: left to XLA, a dot contracting its left operand's
 # leading dim, which the CPU runtime runs at about half the rate of a row-major one (40 vs 75
 # GFLOP/s for Small's [1024, 512] x [1024, 1024] on one Zen 3 core). So on CPU it is one
@@ -202,6 +188,19 @@ def _num_batch(spec: str) -> int:
   """How many leading dims of `a` (and of the output) a weight's gradient sums over."""
   a_spec, b_spec, _ = _operand_specs(spec)
   return sum(c not in b_spec for c in a_spec)
+
+
+def _weight_layout(spec: str) -> str | None:
+  """'kernel' where `b` is a weight [k..., n...], 'embedding' where it is one [n..., k...] (the
+  tied embedding), None where it is not a weight (it has the batch index)."""
+  a_spec, b_spec, out_spec = _operand_specs(spec)
+  if a_spec[0] != out_spec[0] or a_spec[0] in b_spec:
+    return None
+  num_batch = _num_batch(spec)
+  if b_spec == a_spec[num_batch:] + out_spec[num_batch:]:
+    return 'kernel'
+  assert b_spec == out_spec[num_batch:] + a_spec[num_batch:], spec
+  return 'embedding'
 
 
 def _rows(x: Array, num_batch: int) -> Array:
