@@ -1,8 +1,8 @@
 """The bf16 compute mode: bf16 matmul operands with float32 accumulation in the forward and the
 backward, frozen matrices stored in bf16 without changing the outputs, kernels read as stored
 (no per-step copies), float32 dots of the rounded operands where a CPU has no bf16 units (a
-frozen backbone's kernels rounded once and kept in float32 there), and the CPU's unrolled layer
-loop computing what the rolled one does."""
+frozen backbone's kernels rounded once and kept in float32 there), a weight's gradient on CPU as
+a row-major matmul, and the CPU's unrolled layer loop computing what the rolled one does."""
 
 import functools
 import re
@@ -119,8 +119,8 @@ def test_the_backward_reads_each_kernel_as_stored(dtype, features, kernel_axes, 
 
 @pytest.mark.parametrize('spec,a_shape,b_shape', SPECS)
 def test_float32_einsum_is_jnp_einsum_and_so_are_its_gradients(spec, a_shape, b_shape):
-  """A weight's gradient on CPU is computed apart (`_weight_gradient`): the same numbers up to
-  summation order."""
+  """A kernel's gradient on CPU is computed apart (`_float32_einsum_with_kernel`): the same
+  numbers up to summation order."""
   rng = np.random.RandomState(1)
   a, b = rng.randn(*a_shape).astype(np.float32), rng.randn(*b_shape).astype(np.float32)
   out, vjp = jax.vjp(lambda a, b: einsum(spec, a, b, jnp.float32), a, b)
