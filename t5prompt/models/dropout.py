@@ -8,6 +8,12 @@ element's 64-bit row-major index, the two output words xor-ed: JAX's partitionab
 straight-line elementwise code that XLA fuses into the mask's consumer and that the SPMD
 partitioner splits like any iota, so a mask is the same on every mesh. An element is kept when
 its bits are at least round(rate * 2^32): the keep probability is exact to 2^-32.
+
+XLA fuses a cheap elementwise producer into each of its consumers, so left alone a mask's bits
+were computed again by every op that reads it, the backward's included: 2.3 threefry evaluations
+per masked element in the t5-v1_1-small prompt-tuning step. `Dropout` passes its mask through a
+bit-packed copy (`computed_once`), a reduction XLA computes once into a buffer of one bit per
+element: one evaluation per element, the dropout step 2–4% faster (README, Benchmarks).
 """
 
 import math
@@ -82,6 +88,21 @@ def keep_mask(key: jax.Array, shape, rate: float) -> jax.Array:
   return random_bits(key, shape) >= _U32(threshold)
 
 
+def computed_once(keep: jax.Array) -> jax.Array:
+  """`keep` unchanged, through a copy packed 8 rows to a byte (a reduction over groups of 8
+  along its second-to-last axis), so XLA computes it once into a buffer instead of fusing its
+  computation into each consumer. That axis is the length (or query) axis of the model's
+  activations, which the partitioning rules never split, so the reduction stays on each device. Fewer than 2 axes or
+  rows not a multiple of 8: `keep` as it is."""
+  if keep.ndim < 2 or keep.shape[-2] % 8:
+    return keep
+  *leading, rows, columns = keep.shape
+  shifts = jnp.arange(8, dtype=jnp.uint8)[:, None]
+  bits = keep.reshape(*leading, rows // 8, 8, columns).astype(jnp.uint8) << shifts
+  packed = jax.lax.reduce(bits, jnp.uint8(0), jax.lax.bitwise_or, (len(leading) + 1,))
+  return ((packed[..., None, :] >> shifts) & 1).astype(bool).reshape(keep.shape)
+
+
 class Dropout(nn.Module):
   """Inverted dropout (kept elements scaled by 1 / (1 - rate)), the layer's key from the
   'dropout' rng collection as in `flax.linen.Dropout`."""
@@ -91,5 +112,5 @@ class Dropout(nn.Module):
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     if deterministic or self.rate == 0.0:
       return x
-    keep = keep_mask(self.make_rng('dropout'), x.shape, self.rate)
+    keep = computed_once(keep_mask(self.make_rng('dropout'), x.shape, self.rate))
     return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
