@@ -92,8 +92,8 @@ def computed_once(keep: jax.Array) -> jax.Array:
   """`keep` unchanged, through a copy packed 8 rows to a byte (a reduction over groups of 8
   along its second-to-last axis), so XLA computes it once into a buffer instead of fusing its
   computation into each consumer. That axis is the length (or query) axis of the model's
-  activations, which the partitioning rules never split, so the reduction stays on each device. Fewer than 2 axes or
-  rows not a multiple of 8: `keep` as it is."""
+  activations, which the partitioning rules never split, so the reduction stays on each
+  device. Fewer than 2 axes or rows not a multiple of 8: `keep` as it is."""
   if keep.ndim < 2 or keep.shape[-2] % 8:
     return keep
   *leading, rows, columns = keep.shape
