@@ -150,7 +150,7 @@ def test_prefix_loss_and_gradients_equal_peft(backbone, projection):
     assert np.abs(expected).max() > 1e-4, name  # real gradients, not two zeros
 
 
-@pytest.mark.parametrize('kind', ['lstm', 'mlp'])
+@pytest.mark.parametrize('kind', [pytest.param('lstm', marks=pytest.mark.slow), 'mlp'])
 def test_p_tuning_loss_and_gradients_equal_peft(backbone, kind):
   directory, config, params = backbone
   base = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
@@ -208,8 +208,8 @@ def _tokens(seed, shape, vocab=120):
   return tokens
 
 
-@pytest.mark.parametrize('method', ['prefix_tuning',
-                                    pytest.param('p_tuning', marks=pytest.mark.slow)])
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
+@pytest.mark.parametrize('method', ['prefix_tuning', 'p_tuning'])
 def test_folding_the_reparameterisation_keeps_outputs(method):
   config = get_size('tiny-v1_1')
   model = build_model(config, method, LENGTH, reparam_hidden=HIDDEN)
@@ -231,7 +231,8 @@ def test_folding_the_reparameterisation_keeps_outputs(method):
     assert len(artefact) == 6  # key and value for encoder, decoder self, decoder cross
 
 
-@pytest.mark.parametrize('layer_lengths', [(), (1, 4)], ids=['uniform', 'per_layer'])
+@pytest.mark.parametrize('layer_lengths', [  # one prefix length for all layers in `-m slow`
+    pytest.param((), marks=pytest.mark.slow), (1, 4)], ids=['uniform', 'per_layer'])
 def test_cached_decoding_with_prefixes_equals_uncached(layer_lengths):
   config = get_size('tiny-v1_1')
   method = 'deep_prompt_tuning' if layer_lengths else 'prefix_tuning'

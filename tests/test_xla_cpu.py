@@ -69,6 +69,7 @@ print(applied, *faults)
 """
 
 
+@pytest.mark.slow  # run by `pytest -m slow` (CI runs both)
 @pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason="glibc's allocator")
 def test_a_step_reuses_its_freed_temporaries_pages():
   faults = {}
