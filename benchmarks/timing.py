@@ -9,13 +9,21 @@ import sys
 import time
 
 
-def median_seconds(fn, repeats: int) -> float:
+def _seconds(fn, repeats: int) -> list[float]:
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return times
+
+
+def median_seconds(fn, repeats: int) -> float:
+  return statistics.median(_seconds(fn, repeats))
+
+
+def min_seconds(fn, repeats: int) -> float:
+  return min(_seconds(fn, repeats))
 
 
 def side_by_side(*fns, repeats: int, rounds: int = 3) -> tuple[float, ...]:
