@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from t5prompt import outcome
+from t5prompt import outcome, xla_cpu
 from t5prompt.backbone import load_model_backbone
 from t5prompt.data import pipeline
 from t5prompt.evaluate import evaluate
@@ -70,6 +70,7 @@ def search(config, run_dir: RunDir, partitioning: Partitioning, is_writer: bool)
   plain = T5(backbone.config)
   probe = T5(backbone.config, prompt=autoprompt.EmbeddingProbe())
   params = partitioning.put(backbone.params, partitioning.shardings(logical_param_specs(plain)))
+  xla_cpu.keep_freed_memory()  # placed, as `build` does: each iteration reuses freed pages
   embedding = np.asarray(backbone.params['token_embedder']['embedding'], np.float32)
   allowed = autoprompt.allowed_ids(vocabulary, embedding.shape[0])
 
