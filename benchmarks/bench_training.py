@@ -70,8 +70,8 @@ from t5prompt.models import get_size, load_hf, save_hf  # pylint: disable=wrong-
 from t5prompt.models.convert import unstack_layers  # pylint: disable=wrong-import-position
 from t5prompt.partitioning import make_partitioning  # pylint: disable=wrong-import-position
 from t5prompt.plan import run_config_for  # pylint: disable=wrong-import-position
-from timing import (Rows, machine, median_seconds, min_seconds,  # pylint: disable=wrong-import-position
-                    side_by_side, write_rows)
+from timing import (Rows, machine, median_seconds,  # pylint: disable=wrong-import-position
+                    min_seconds, side_by_side, write_rows)
 
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}  # dense bf16
 
