@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from t5prompt.atomic import write_json
-from t5prompt.data.sources import cache_dir
+from t5prompt.data.sources import cache_dir, local_path
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, T5Config, get_size
 from t5prompt.models.convert import VOCABULARY_FILE, load_backbone, params_hash, unstack_layers
@@ -36,7 +36,7 @@ class Backbone:
 def _vocabulary_name(model_config) -> str:
   """A checkpoint directory's own vocabulary file if it has one, else the config's."""
   if model_config.checkpoint:
-    own = Path(model_config.checkpoint).expanduser() / VOCABULARY_FILE
+    own = Path(local_path(model_config.checkpoint)).expanduser() / VOCABULARY_FILE
     if own.is_file():
       return str(own)
   return model_config.vocabulary
@@ -56,8 +56,9 @@ def load_model_backbone(model_config, stream: bool = False) -> Backbone:
                    scan_layers=scan_layers(model_config.scan_layers),
                    remat_policy=model_config.remat_policy)
   if model_config.checkpoint:
-    config, params = load_backbone(model_config.checkpoint, lazy=stream, **overrides)
-    source = model_config.checkpoint
+    config, params = load_backbone(local_path(model_config.checkpoint), lazy=stream,
+                                   **overrides)
+    source = model_config.checkpoint  # as the config names it: `cache:` stays portable
   else:
     config = get_size(model_config.size).replace(**overrides)
     params = random_params(config, model_config.init_seed)

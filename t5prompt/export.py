@@ -19,6 +19,7 @@ from t5prompt import atomic, optim
 from t5prompt.backbone import Backbone
 from t5prompt.data import pipeline
 from t5prompt.data.pretraining import RELIANCE_TASK
+from t5prompt.data.sources import local_path
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.evaluate import language_model_metrics
 from t5prompt.models import T5, get_size
@@ -41,7 +42,8 @@ def export_prompt(run_dir: RunDir, artefact: dict, backbone: Backbone, record: d
 def _size_label(config) -> str:
   """A later stage keeps the name of the size it continues (not its checkpoint's folder)."""
   if config.model.checkpoint and not config.model.label:
-    return RunDir(config.model.checkpoint).backbone_record().get('size') or model_label(config)
+    record = RunDir(local_path(config.model.checkpoint)).backbone_record()
+    return record.get('size') or model_label(config)
   return model_label(config)
 
 
@@ -93,9 +95,9 @@ def export_peft(workdir: str | os.PathLike, output: str | os.PathLike,
     raise FileNotFoundError(f'{artefact} is missing: the run has not finished; export after '
                             'it ends (or resume it).')
   record = run_dir.prompt_record()
-  t5_config = (load_backbone(config.model.checkpoint)[0] if config.model.checkpoint
+  t5_config = (load_backbone(local_path(config.model.checkpoint))[0] if config.model.checkpoint
                else get_size(config.model.size))
-  base_model = base_model or record['backbone']['source']
+  base_model = base_model or local_path(record['backbone']['source'])
   if kind == methods.PREFIX:  # the folded prefixes, as PEFT's prefix tuning saves them
     peft_format.export_peft_prefix(output, dict(np.load(artefact)), t5_config, base_model,
                                    record)

@@ -5,7 +5,7 @@ sweep stage every demo shares: a rerun finds it finished.
 
 from pathlib import Path
 
-from t5prompt.data.sources import cache_dir
+from t5prompt.data.sources import cache_dir, cache_reference
 from t5prompt.run_config import config_from_file, default_config
 from t5prompt.sweep import Stage
 
@@ -26,7 +26,8 @@ def ladder_stage() -> Stage:
 
 def backbone(size: str) -> dict:
   """Overrides naming a ladder size's LM-adapted backbone."""
-  return {'model.checkpoint': str(ladder() / size / 'lm_adapted'), 'model.label': size}
+  return {'model.checkpoint': cache_reference(ladder() / size / 'lm_adapted'),
+          'model.label': size}
 
 
 def run_base():

@@ -18,6 +18,7 @@ from pathlib import Path
 import ml_collections
 
 from t5prompt import run_config
+from t5prompt.data.sources import cache_reference
 from t5prompt.run_dir import RunDir
 from t5prompt.train import train
 
@@ -76,7 +77,7 @@ def _stage_configs(config, workdir: Path) -> list[tuple[ml_collections.ConfigDic
   for stage in STAGES:
     stage_run = ml_collections.ConfigDict(config[stage].to_dict())
     if previous is not None:
-      stage_run.model.checkpoint = str(previous)
+      stage_run.model.checkpoint = cache_reference(previous)
     out.append((stage_run, workdir / DIRECTORIES[stage]))
     previous = workdir / DIRECTORIES[stage]
   return out

@@ -136,6 +136,9 @@ def _train_config() -> ml_collections.ConfigDict:
   train.batch_size = 32
   train.seed = 0  # data order, dropout and prompt init
   train.eval_every = 1000
+  # Also evaluate the untrained prompt: reported as result.json's initial_metrics, a baseline
+  # beside the best step, which is always chosen among trained steps (a run that never beats
+  # its start shows it, rather than exporting the untrained prompt as its best).
   train.eval_at_start = False
   train.eval_batch_size = 64
   train.max_eval_examples = 0  # 0 = the whole eval split

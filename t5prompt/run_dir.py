@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from t5prompt import atomic
+from t5prompt.data.sources import local_path
 
 CONFIG = 'config.json'
 MANIFEST = 'manifest.json'
@@ -359,7 +360,15 @@ def _diff(saved: Any, current: Any, prefix: str = '', added_since: Any = None) -
       lines += _diff(saved.get(key), current.get(key), f'{prefix}{key}.',
                      defaults.get(key) if added_since is not None else None)
     return lines
-  return [] if saved == current else [f'  {prefix[:-1]}: saved {saved!r}, now {current!r}']
+  return [] if _same(saved, current) else [f'  {prefix[:-1]}: saved {saved!r}, now {current!r}']
+
+
+def _same(saved: Any, current: Any) -> bool:
+  """Equal, or one checkpoint under two names: its path and its `cache:` reference (runs
+  recorded before the miniature's configs named its backbones by reference)."""
+  if isinstance(saved, str) and isinstance(current, str):
+    return local_path(saved) == local_path(current)
+  return saved == current
 
 
 def manifest(config, backbone, method) -> dict[str, Any]:

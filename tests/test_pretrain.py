@@ -14,11 +14,12 @@ import optax
 import pytest
 
 from conftest import REPO, SHARED_DATA, random_t5_params
-from t5prompt import cli, pretrain
+from t5prompt import cli, pretrain, smoke
 from t5prompt.backbone import load_model_backbone
 from t5prompt.build import make_train_step
 from t5prompt.data import pipeline, pretraining, text
 from t5prompt.data.pipeline import TokenizedSplit
+from t5prompt.data.sources import cache_reference
 from t5prompt.data.spec import record
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.evaluate import language_model_metrics
@@ -142,9 +143,10 @@ def test_the_vocabulary_travels_with_the_backbone(small_corpus, tmp_path, monkey
   data, cache = small_corpus
   monkeypatch.setenv('T5PROMPT_DATA_DIR', str(data))
   monkeypatch.setenv('T5PROMPT_CACHE', str(cache))
-  directories = pretrain.run(_tiny_pretraining(2), tmp_path)
-  backbone_dir = tmp_path / 'lm_adapted'
-  assert directories == {'span_corruption': str(tmp_path / 'span_corruption'),
+  workdir = cache / 'ladder' / 'ladder-0'  # where the miniature keeps its ladder
+  directories = pretrain.run(_tiny_pretraining(2), workdir)
+  backbone_dir = workdir / 'lm_adapted'
+  assert directories == {'span_corruption': str(workdir / 'span_corruption'),
                          'lm_adapted': str(backbone_dir)}
   trained = cache / 'vocabularies' / 'miniature-300.model'
   assert (backbone_dir / 'spiece.model').read_bytes() == trained.read_bytes()
@@ -155,16 +157,24 @@ def test_the_vocabulary_travels_with_the_backbone(small_corpus, tmp_path, monkey
   # A run on the backbone tokenizes with the backbone's vocabulary, wherever the cache is.
   shutil.rmtree(cache / 'vocabularies')
   model_config = default_config().model
-  model_config.checkpoint = str(backbone_dir)
+  model_config.checkpoint = cache_reference(backbone_dir)  # as the miniature names it
+  assert model_config.checkpoint == 'cache:ladder/ladder-0/lm_adapted'
+  assert record['trained_from'] == 'cache:ladder/ladder-0/span_corruption'
   backbone = load_model_backbone(model_config)
   assert backbone.vocabulary.vocab_size == 400
   assert backbone.vocabulary.encode('the cat') != get_vocabulary().encode('the cat')
   assert backbone.params_hash == record['params_hash']
+  # `t5prompt smoke` on it tokenizes with the backbone's vocabulary too.
+  own, t5 = (len(vocabulary.encode(smoke.SENTINEL_TEXT)) + 1
+             for vocabulary in (backbone.vocabulary, get_vocabulary()))
+  assert own != t5
+  assert f'({own} tokens)' in smoke.smoke('the cat', model_config.checkpoint,
+                                          max_decode_length=2)
   # The report's backbone table follows the stages back from the backbone a run names.
   run = tmp_path / 'run'
   run.mkdir()
   (run / 'result.json').write_text(json.dumps({
-      'config': {'model': {'checkpoint': str(backbone_dir)}}, 'model_size': 'ladder-0',
+      'config': {'model': {'checkpoint': model_config.checkpoint}}, 'model_size': 'ladder-0',
       'num_params': record['num_params'], 'method': 'prompt_tuning', 'task': 'superglue_cb',
       'seed': 0, 'metrics': {'validation': {'score': 50.0}}}))
   header, rows = tables.backbone_rows(tables.collect(run)[0])

@@ -12,9 +12,14 @@ from t5prompt import cli
 from t5prompt.backbone import load_model_backbone
 from t5prompt.build import build
 from t5prompt.data import pipeline
+from t5prompt.data.sources import cache_reference
 from t5prompt.evaluate import evaluate_run
+from t5prompt.models.convert import save_t5prompt
 from t5prompt.partitioning import make_partitioning
-from t5prompt.run_config import load_config
+from t5prompt.prompts import methods
+from t5prompt.run_config import default_config, load_config
+from t5prompt.run_dir import RunDir
+from t5prompt.run_setup import check_or_write_manifest
 from t5prompt.train import train
 
 from conftest import REPO
@@ -294,3 +299,44 @@ def test_multitask_prompt_tuning_trains_a_prompt_per_task(tmp_path):
   # A mixture is required, and a per-task init.
   with pytest.raises(ValueError, match='set task.mixture'):
     _config('--config.method=multitask_prompt_tuning', '--config.prompt.init=random_uniform')
+
+
+def test_a_run_on_a_cached_backbone_survives_the_cache_moving(tmp_path, monkeypatch):
+  """The miniature names its backbones by `cache:` reference: after the cache moves (a renamed
+  checkout, another $T5PROMPT_CACHE) the run is still found finished and resumes on the same
+  weights; a run recorded with the absolute path (before references) matches the reference."""
+  cache = tmp_path / 'cache'
+  monkeypatch.setenv('T5PROMPT_CACHE', str(cache))
+  random_backbone = load_model_backbone(_config().model)
+  save_t5prompt(cache / 'backbones' / 'tiny', random_backbone.config, random_backbone.params)
+  reference = cache_reference(cache / 'backbones' / 'tiny')
+  assert reference == 'cache:backbones/tiny'
+  assert cache_reference(tmp_path / 'elsewhere') == str(tmp_path / 'elsewhere')
+  config = lambda steps: _config(f'--config.train.steps={steps}',
+                                 f'--config.model.checkpoint={reference}')
+  workdir = RunDir(tmp_path / 'run')
+  first = train(config(4), workdir.path)
+  assert first.backbone['source'] == reference
+  assert first.backbone['params_hash'] == random_backbone.params_hash
+
+  # Recorded with the absolute path, as before references: the same checkpoint.
+  portable = {name: (workdir / name).read_text() for name in ('result.json', 'manifest.json')}
+  absolute = str(cache / 'backbones' / 'tiny')
+  result, manifest = (json.loads(text) for text in portable.values())
+  result['config']['model']['checkpoint'] = manifest['backbone']['source'] = absolute
+  (workdir / 'result.json').write_text(json.dumps(result))
+  (workdir / 'manifest.json').write_text(json.dumps(manifest))
+  assert workdir.finished(config(4), default_config())
+  assert check_or_write_manifest(workdir, config(4), load_model_backbone(config(4).model),
+                                 methods.get('prompt_tuning'), write=False)
+  elsewhere = _config('--config.train.steps=4', f'--config.model.checkpoint={tmp_path}/other')
+  assert not workdir.finished(elsewhere, default_config())
+
+  for name, text in portable.items():  # an absolute path cannot follow a move; a reference can
+    (workdir / name).write_text(text)
+  moved = tmp_path / 'moved_cache'
+  cache.rename(moved)
+  monkeypatch.setenv('T5PROMPT_CACHE', str(moved))
+  assert train(config(4), workdir.path) == first  # found finished, nothing retrained
+  resumed = train(config(8), workdir.path)  # resumes from step 4 on the moved backbone
+  assert resumed.steps == 8 and resumed.backbone == first.backbone

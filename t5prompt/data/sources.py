@@ -29,6 +29,27 @@ def cache_dir() -> Path:
   return Path(__file__).resolve().parents[2] / '.cache'
 
 
+CACHE_PREFIX = 'cache:'
+
+
+def cache_reference(path: str | os.PathLike) -> str:
+  """How a config names `path`: `cache:<path within the cache>` when it lies in the cache (the
+  miniature's backbones), so the run still names it after the checkout or $T5PROMPT_CACHE
+  moves; any other path as it is."""
+  try:
+    return CACHE_PREFIX + str(Path(path).resolve().relative_to(cache_dir().resolve()))
+  except ValueError:
+    return str(path)
+
+
+def local_path(reference: str) -> str:
+  """A checkpoint as a config names it (`cache_reference`, a path or a hub id), as a path or
+  hub id to open."""
+  if reference.startswith(CACHE_PREFIX):
+    return str(cache_dir() / reference.removeprefix(CACHE_PREFIX))
+  return reference
+
+
 class DataNotFoundError(FileNotFoundError):
   """A task's data is absent; the message says where it looked and how to get it."""
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from t5prompt.data.sources import local_path
 from t5prompt.prompts import methods
 from t5prompt.report import paper, transfer
 from t5prompt.run_dir import RESULT, Result, RunDir, find_results
@@ -176,7 +177,7 @@ def backbone_reliance(runs: list[Result]) -> dict[str, float]:
   reliance = {}
   for result in runs:
     checkpoint = result.config.get('model', {}).get('checkpoint')
-    record = RunDir(checkpoint).backbone_record() if checkpoint else {}
+    record = RunDir(local_path(checkpoint)).backbone_record() if checkpoint else {}
     if record.get('encoder_reliance') is not None:
       reliance[result.model_size] = record['encoder_reliance']
   return reliance
@@ -185,10 +186,10 @@ def backbone_reliance(runs: list[Result]) -> dict[str, float]:
 def _pretraining_chain(checkpoint: str) -> list[RunDir]:
   """The directories of a pre-trained backbone's stages, first stage first (each stage's record
   names the backbone it continued)."""
-  chain, path = [], checkpoint
-  while path and RunDir(path).backbone_record():
-    chain.insert(0, RunDir(path))
-    path = RunDir(path).backbone_record().get('trained_from')
+  chain, reference = [], checkpoint
+  while reference and RunDir(local_path(reference)).backbone_record():
+    chain.insert(0, RunDir(local_path(reference)))
+    reference = chain[0].backbone_record().get('trained_from')
   return chain
 
 
