@@ -83,8 +83,7 @@ class Result:
     missing = [key for key in cls.REQUIRED if key not in record]
     if missing:
       raise ValueError(f'missing {", ".join(missing)}')
-    known = {field.name for field in dataclasses.fields(cls)} - {'path'}
-    return cls(**{key: value for key, value in record.items() if key in known}, path=path)
+    return cls(**{**known_fields(cls, record), 'path': path})
 
   def to_json(self) -> dict:
     record = dataclasses.asdict(self)
@@ -343,6 +342,13 @@ def _without_layout(config: dict) -> dict:
       node = node.get(key, {})
     node.pop(leaf, None)
   return config
+
+
+def known_fields(cls, record: dict) -> dict:
+  """The entries of a saved `record` that are fields of the dataclass `cls`: a record written by
+  another version of t5prompt may hold fields this one does not know."""
+  names = {field.name for field in dataclasses.fields(cls)}
+  return {key: value for key, value in record.items() if key in names}
 
 
 def _diff(saved: Any, current: Any, prefix: str = '', added_since: Any = None) -> list[str]:

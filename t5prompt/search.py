@@ -25,7 +25,7 @@ from t5prompt.models.t5 import T5
 from t5prompt.partitioning import Partitioning, logical_param_specs, to_host
 from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import autoprompt, methods
-from t5prompt.run_dir import Result, RunDir
+from t5prompt.run_dir import Result, RunDir, known_fields
 from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.run_setup import check_or_write_manifest, load_eval_sets, load_train_data
 
@@ -44,8 +44,7 @@ class SearchState:
 
   @classmethod
   def from_record(cls, record: dict) -> 'SearchState':
-    fields = {field.name for field in dataclasses.fields(cls)}
-    return cls(**{key: value for key, value in record.items() if key in fields})
+    return cls(**known_fields(cls, record))
 
 
 def initial_triggers(config, vocabulary) -> list[int]:

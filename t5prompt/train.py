@@ -26,7 +26,7 @@ from t5prompt.partitioning import Partitioning, make_partitioning
 from t5prompt.preemption import Preempted, StopSignal
 from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
-from t5prompt.run_dir import Result, RunDir
+from t5prompt.run_dir import Result, RunDir, known_fields
 from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.data.sources import DataNotFoundError
 from t5prompt.run_setup import (check_or_write_manifest, describe_missing, in_saved_layout,
@@ -57,8 +57,7 @@ class LoopState:
 
   @classmethod
   def from_record(cls, record: dict) -> 'LoopState':
-    fields = {field.name for field in dataclasses.fields(cls)}
-    return cls(**{key: value for key, value in record.items() if key in fields})
+    return cls(**known_fields(cls, record))
 
   def forget_best(self) -> None:
     self.best_score, self.best_step, self.best_metrics, self.evals_since_best = None, None, None, 0
