@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from t5prompt import xla_cpu
 from t5prompt.atomic import write_json
 from t5prompt.data.sources import cache_dir, local_path
 from t5prompt.data.vocab import get_vocabulary
@@ -52,6 +53,7 @@ def load_model_backbone(model_config, stream: bool = False) -> Backbone:
   """The frozen backbone a config's `model` section names. With `stream`, a safetensors
   checkpoint's params stay unread (`models.streaming`) until they are placed on their
   shardings, a block per device: no whole float32 copy on the host (the train loop)."""
+  xla_cpu.free_memory_for_loading()  # until `build` has placed the params
   overrides = dict(dtype=model_config.dtype, dropout_rate=model_config.dropout_rate,
                    scan_layers=scan_layers(model_config.scan_layers),
                    remat_policy=model_config.remat_policy)

@@ -16,7 +16,9 @@ step: 78,790 page faults per step, ~4 us each on a VM. With one arena (set befor
 its threads) and, once the backbone is placed, large blocks kept in the heap when freed, the
 step reuses the buffer's pages: 0 faults per step after the first one to three, the step 5-17%
 faster, resident memory within 6% of glibc's defaults (README). Not while loading: a streamed
-load peaked at 1.24-1.32x the placed bytes with large blocks kept, 1.09x with one arena alone.
+load peaked at 1.24-1.39x the placed bytes with large blocks kept, 1.09-1.16x with one arena
+alone, so each backbone load restores glibc's defaults first (a sweep worker's later runs load
+in a process whose earlier run kept them).
 """
 
 import ctypes
@@ -31,6 +33,7 @@ CPU_FLAGS = ('--xla_cpu_enable_concurrency_optimized_scheduler=false',)
 _MEASURED_JAXLIB = ('0.10.',)
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 _one_arena = False  # set by `use_one_malloc_arena` in this process
 
 
@@ -78,6 +81,15 @@ def keep_freed_memory() -> bool:
   mapped apart, and up to 2 GiB freed at the heap's top kept, so each step reuses the pages the
   one before freed; returns whether it did. Only after `use_one_malloc_arena`."""
   return _one_arena and _mallopt(_M_MMAP_MAX, 0) and _mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)
+
+
+def free_memory_for_loading() -> bool:
+  """Undoes `keep_freed_memory` (glibc's defaults: large blocks mapped apart, freed memory
+  returned), so the blocks a backbone load reads go back to the system once placed;
+  `load_model_backbone` calls it, since a process's earlier run may have kept freed memory.
+  Returns whether it did."""
+  return _one_arena and _mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX) and _mallopt(
+      _M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
 
 
 def _mallopt(parameter: int, value: int) -> bool:

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import REPO
 from t5prompt import xla_cpu
-from t5prompt.xla_cpu import CPU_FLAGS, keep_freed_memory, set_cpu_flags, use_one_malloc_arena
+from t5prompt.xla_cpu import (CPU_FLAGS, free_memory_for_loading, keep_freed_memory, set_cpu_flags,
+                              use_one_malloc_arena)
 
 SCHEDULER = '--xla_cpu_enable_concurrency_optimized_scheduler'
 
@@ -95,6 +96,7 @@ def test_the_users_malloc_tuning_stays(monkeypatch):
   monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.trim_threshold=0')
   assert not use_one_malloc_arena()
   assert not keep_freed_memory()  # only after one arena: threads' arenas would still map
+  assert not free_memory_for_loading()
 
 
 @pytest.mark.slow  # in `pytest -m slow` (CI runs both): two training processes
