@@ -34,13 +34,15 @@ class Backbone:
     return get_vocabulary(self.vocabulary_name)
 
 
+def checkpoint_vocabulary(checkpoint: str) -> str:
+  """The vocabulary file a checkpoint directory holds (the miniature's backbones), else ''."""
+  own = Path(local_path(checkpoint)).expanduser() / VOCABULARY_FILE
+  return str(own) if checkpoint and own.is_file() else ''
+
+
 def _vocabulary_name(model_config) -> str:
   """A checkpoint directory's own vocabulary file if it has one, else the config's."""
-  if model_config.checkpoint:
-    own = Path(local_path(model_config.checkpoint)).expanduser() / VOCABULARY_FILE
-    if own.is_file():
-      return str(own)
-  return model_config.vocabulary
+  return checkpoint_vocabulary(model_config.checkpoint) or model_config.vocabulary
 
 
 def scan_layers(setting: Optional[bool]) -> bool:

@@ -4,11 +4,11 @@
 import dataclasses
 from pathlib import Path
 
+from t5prompt.backbone import checkpoint_vocabulary
 from t5prompt.data import pipeline, text
-from t5prompt.data.sources import DataNotFoundError, cache_dir, data_dir, local_path
+from t5prompt.data.sources import DataNotFoundError, cache_dir, data_dir
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import default_spm_path
-from t5prompt.models.convert import VOCABULARY_FILE
 from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
 from t5prompt.run_dir import RunDir, manifest
@@ -137,8 +137,7 @@ def describe_missing(problems: list[tuple[str, str]]) -> str:
 def _check_vocabulary(model_config) -> None:
   """Raises FileNotFoundError when the backbone's vocabulary cannot be had: a checkpoint
   directory's own, else the one `model.vocabulary` names."""
-  checkpoint = Path(local_path(model_config.checkpoint)).expanduser()
-  if model_config.checkpoint and (checkpoint / VOCABULARY_FILE).is_file():
+  if checkpoint_vocabulary(model_config.checkpoint):
     return
   name = model_config.vocabulary
   if name.startswith('miniature-'):

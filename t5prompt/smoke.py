@@ -2,17 +2,16 @@
 decode), on a checkpoint or a named size with random weights."""
 
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from t5prompt.backbone import random_params
+from t5prompt.backbone import checkpoint_vocabulary, random_params
 from t5prompt.data.sources import local_path
 from t5prompt.data.vocab import get_vocabulary
 from t5prompt.models import T5, decode, get_size
-from t5prompt.models.convert import VOCABULARY_FILE, load_backbone
+from t5prompt.models.convert import load_backbone
 
 SENTINEL_TEXT = 'The <extra_id_0> walks in <extra_id_1> park.'
 
@@ -20,17 +19,14 @@ SENTINEL_TEXT = 'The <extra_id_0> walks in <extra_id_1> park.'
 def smoke(text: str, checkpoint: str = '', size: str = 'tiny-v1_1', seed: int = 0,
           max_input_length: int = 512, max_decode_length: int = 16) -> str:
   """What the model makes of `text` and a span-corruption sentence, as lines to print."""
-  vocabulary_name = ''  # T5's, unless the checkpoint directory holds its own (the miniature's)
   if checkpoint:
     config, params = load_backbone(local_path(checkpoint))
     source = checkpoint
-    own = Path(local_path(checkpoint)).expanduser() / VOCABULARY_FILE
-    vocabulary_name = str(own) if own.is_file() else ''
   else:
     config = get_size(size)
     params = random_params(config, seed)
     source = f'{size} (random weights, seed {seed})'
-  vocabulary = get_vocabulary(vocabulary_name)
+  vocabulary = get_vocabulary(checkpoint_vocabulary(checkpoint))  # '': T5's
   model = T5(config)
   texts = [text, SENTINEL_TEXT]
   ids = [vocabulary.encode(t)[:max_input_length - 1] + [decode.EOS_ID] for t in texts]
