@@ -187,9 +187,13 @@ def _pretraining_chain(checkpoint: str) -> list[RunDir]:
   """The directories of a pre-trained backbone's stages, first stage first (each stage's record
   names the backbone it continued)."""
   chain, reference = [], checkpoint
-  while reference and RunDir(local_path(reference)).backbone_record():
-    chain.insert(0, RunDir(local_path(reference)))
-    reference = chain[0].backbone_record().get('trained_from')
+  while reference:
+    stage = RunDir(local_path(reference))
+    record = stage.backbone_record()
+    if not record:
+      break
+    chain.insert(0, stage)
+    reference = record.get('trained_from')
   return chain
 
 
