@@ -6,9 +6,10 @@ from pathlib import Path
 
 from t5prompt.backbone import checkpoint_vocabulary
 from t5prompt.data import pipeline, text
-from t5prompt.data.sources import DataNotFoundError, cache_dir, data_dir
+from t5prompt.data.sources import CACHE_PREFIX, DataNotFoundError, cache_dir, data_dir, local_path
 from t5prompt.data.tasks import get_task_spec
 from t5prompt.data.vocab import default_spm_path
+from t5prompt.models.convert import CheckpointError, is_local
 from t5prompt.prompts import methods
 from t5prompt.run_config import default_config
 from t5prompt.run_dir import RunDir, manifest
@@ -132,6 +133,23 @@ def describe_missing(problems: list[tuple[str, str]]) -> str:
   return ''.join(f'\n  {", ".join(w for w in whats if w)}{": " if any(whats) else ""}{why}'
                  for why, whats in causes.items()) + (
       f'\n{FETCH_HINT}')
+
+
+def check_checkpoint(model_config) -> None:
+  """Raises CheckpointError, before a run makes its directory, when the local checkpoint it names
+  is absent: where it was looked for and how to get it. (A hub id is only known once fetched.)"""
+  name = model_config.checkpoint
+  path = Path(local_path(name)).expanduser()
+  if not name or path.is_dir() or not (name.startswith(CACHE_PREFIX) or is_local(name)):
+    return
+  message = f'The backbone {name} is not here: {path} is not a directory.'
+  if name.startswith(CACHE_PREFIX):
+    message += (f' `{CACHE_PREFIX}` names a backbone pre-trained into the cache ($T5PROMPT_CACHE,'
+                f' now {cache_dir()}). The demo sweeps pre-train the ladder\'s '
+                f'(`{CACHE_PREFIX}ladder/SIZE/lm_adapted`) in their first stage; '
+                f'`t5prompt pretrain --config CONFIG --workdir {cache_dir()}/DIRECTORY` pre-trains '
+                f'any other. Or point $T5PROMPT_CACHE at the cache that holds it.')
+  raise CheckpointError(message)
 
 
 def _check_vocabulary(model_config) -> None:

@@ -29,9 +29,9 @@ from t5prompt.run_config import default_config
 from t5prompt.run_dir import Result, RunDir, known_fields
 from t5prompt.run_log import RunLog, progress_bar
 from t5prompt.data.sources import DataNotFoundError
-from t5prompt.run_setup import (check_or_write_manifest, describe_missing, in_saved_layout,
-                                load_eval_sets, load_train_data, missing_data, model_label,
-                                task_spec)
+from t5prompt.run_setup import (check_checkpoint, check_or_write_manifest, describe_missing,
+                                in_saved_layout, load_eval_sets, load_train_data, missing_data,
+                                model_label, task_spec)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,6 +75,7 @@ def train(config, workdir: str | os.PathLike,
   missing = missing_data(config)
   if missing:  # before any compute, every missing piece at once
     raise DataNotFoundError('The data this run needs is missing:' + describe_missing(missing))
+  check_checkpoint(config.model)
   method = methods.get(config.method)
   is_writer = jax.process_index() == 0  # one host writes logs, results and exports
   if not (method.trains or method.searches):  # prompt design: nothing to train, evaluate

@@ -1,6 +1,8 @@
 """Configs: Python files with overrides, validated before any compute; bad input is refused
 with a message that names the problem and writes nothing."""
 
+import re
+
 import jax
 import pytest
 
@@ -81,6 +83,24 @@ def test_bad_config_is_refused_before_anything_is_written(override, message, tmp
   assert not workdir.exists()
   with pytest.raises(ValueError, match=message):
     load_config(SMOKE, [override])
+
+
+@pytest.mark.parametrize('checkpoint, message', [
+    ('cache:ladder/ladder-9/lm_adapted', r'(?s)The backbone cache:ladder/ladder-9/lm_adapted is '
+                                         r'not here: .*cache/ladder/ladder-9/lm_adapted is not a '
+                                         r'directory.*demo sweeps pre-train.*t5prompt pretrain'),
+    ('/nonexistent/t5-small', 'The backbone /nonexistent/t5-small is not here'),
+])
+def test_missing_backbone_is_refused_before_anything_is_written(checkpoint, message, tmp_path,
+                                                                capsys, monkeypatch):
+  monkeypatch.setenv('T5PROMPT_CACHE', str(tmp_path / 'cache'))
+  workdir = tmp_path / 'run'
+  assert cli.main(['train', '--config', SMOKE, '--workdir', str(workdir),
+                   f'--config.model.checkpoint={checkpoint}']) == 2
+  error = capsys.readouterr().err
+  assert error.startswith('t5prompt train: error: '), error
+  assert re.search(message, error), error
+  assert not workdir.exists()
 
 
 def test_unknown_key_in_a_config_file(tmp_path):

@@ -242,12 +242,18 @@ def _tree_map(fn, *trees):
 
 
 # ----------------------------------------------------------------------------- files
+def is_local(path_or_hub_id: str) -> bool:
+  """Whether a checkpoint name is a local path (a hub id is `owner/name` or a bare name)."""
+  return (Path(path_or_hub_id).expanduser().exists() or path_or_hub_id.startswith(('.', '/', '~'))
+          or path_or_hub_id.count('/') > 1)
+
+
 def _resolve_directory(path_or_hub_id: str) -> Path:
   """A local directory as is; otherwise a hub id fetched into the HF cache."""
   path = Path(path_or_hub_id).expanduser()
   if path.is_dir():
     return path
-  if path.exists() or path_or_hub_id.startswith(('.', '/', '~')) or path_or_hub_id.count('/') > 1:
+  if is_local(path_or_hub_id):
     raise CheckpointError(f'{path_or_hub_id} is not a directory holding a T5 checkpoint.')
   import huggingface_hub  # pylint: disable=import-outside-toplevel
   try:
